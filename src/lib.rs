@@ -1,0 +1,26 @@
+//! Tower middleware that limits how many requests are in flight at once.
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use tower_concurrency::ConcurrencyLimitLayer;
+//!
+//! let app: Router = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .route("/slow", get(|| async { "slow" }))
+//!     .layer(ConcurrencyLimitLayer::new(64)); // 64 for the whole app
+//! # let _ = app;
+//! ```
+//!
+//! - [`concurrency_limit`]: the layer, the service, its response future,
+//!   how it differs from `tower::limit`, and how to compose it.
+//! - [`limiter`]: the shared [`Limiter`] behind a layer, to read and move
+//!   the limit at run time or to take permits without tower.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs, unreachable_pub)]
+
+pub mod concurrency_limit;
+pub mod limiter;
+
+pub use crate::concurrency_limit::{ConcurrencyLimit, ConcurrencyLimitLayer, ResponseFuture};
+pub use crate::limiter::{InvalidLimit, Limiter, Permit};

@@ -1,0 +1,189 @@
+//! The shared limit behind every service a layer builds.
+//!
+//! A [`Limiter`] is a cheap handle (one `Arc`) on a tokio semaphore and the
+//! bookkeeping around it. Every [`ConcurrencyLimit`] built from one
+//! [`ConcurrencyLimitLayer`], and every clone of those services, holds the
+//! same limiter, so one layer value is one limit. Keep a clone of the handle
+//! to watch the limit or move it while the server runs:
+//!
+//! ```
+//! use tower_concurrency::{ConcurrencyLimitLayer, Limiter};
+//!
+//! let limiter = Limiter::new(64);
+//! let layer = ConcurrencyLimitLayer::from_limiter(limiter.clone());
+//! # let _ = layer;
+//!
+//! // later, from an admin endpoint or a config reload:
+//! assert_eq!(limiter.in_flight(), 0);
+//! limiter.set_limit(128);
+//! assert_eq!(limiter.limit(), 128);
+//! ```
+//!
+//! The limiter also works without tower: [`Limiter::acquire`] waits for a
+//! [`Permit`] and [`Limiter::try_acquire`] takes one only if it is free.
+//!
+//! [`ConcurrencyLimit`]: crate::ConcurrencyLimit
+//! [`ConcurrencyLimitLayer`]: crate::ConcurrencyLimitLayer
+
+mod error;
+mod permit;
+mod poll;
+mod shared;
+
+use std::fmt;
+use std::sync::Arc;
+
+pub use self::error::InvalidLimit;
+pub use self::permit::Permit;
+pub(crate) use self::poll::PollPermit;
+use self::shared::Shared;
+
+/// A handle on one concurrency limit, shared by every clone.
+///
+/// Cloning the handle does not create a new limit: all clones see and move
+/// the same one.
+#[derive(Clone)]
+pub struct Limiter {
+    shared: Arc<Shared>,
+}
+
+impl Limiter {
+    /// A limit of `max` requests in flight.
+    ///
+    /// # Panics
+    ///
+    /// If `max` is 0 or above [`InvalidLimit::MAX`], with a message naming
+    /// the value. [`Limiter::try_new`] returns the error instead.
+    #[track_caller]
+    pub fn new(max: usize) -> Self {
+        Self::try_new(max).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A limit of `max` requests in flight, or why `max` cannot be one.
+    pub fn try_new(max: usize) -> Result<Self, InvalidLimit> {
+        let max = InvalidLimit::check(max)?;
+        Ok(Self {
+            shared: Arc::new(Shared::new(max)),
+        })
+    }
+
+    /// The current limit.
+    pub fn limit(&self) -> usize {
+        self.shared.limit()
+    }
+
+    /// Permits handed out and not yet given back: requests in flight,
+    /// including one handed to a waiter that has not run yet.
+    ///
+    /// Right after the limit is lowered this can exceed [`limit`](Self::limit):
+    /// permits already out are never revoked.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight()
+    }
+
+    /// Permits that can be taken at once without waiting.
+    pub fn available(&self) -> usize {
+        self.shared.available()
+    }
+
+    /// Callers waiting for a permit now.
+    pub fn waiting(&self) -> usize {
+        self.shared.waiting()
+    }
+
+    /// Moves the limit to `new` while requests run, and returns the old one.
+    ///
+    /// Raising it hands the new permits to waiters at once, first come first
+    /// served. Lowering it never revokes a permit in use: free permits are
+    /// retired now, and the rest of the cut is retired as permits come back,
+    /// so new requests wait until fewer than `new` are in flight.
+    ///
+    /// # Panics
+    ///
+    /// If `new` is 0 or above [`InvalidLimit::MAX`], with a message naming
+    /// the value. [`Limiter::try_set_limit`] returns the error instead.
+    #[track_caller]
+    pub fn set_limit(&self, new: usize) -> usize {
+        self.try_set_limit(new).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`set_limit`](Self::set_limit), but an invalid limit is returned
+    /// as an error and the limit is left as it was.
+    pub fn try_set_limit(&self, new: usize) -> Result<usize, InvalidLimit> {
+        let new = InvalidLimit::check(new)?;
+        Ok(self.shared.set_limit(new))
+    }
+
+    /// Takes a permit if one is free now, without queueing.
+    pub fn try_acquire(&self) -> Option<Permit> {
+        self.shared.try_acquire()
+    }
+
+    /// Waits for a permit. Waiters are served first in, first out;
+    /// dropping the future leaves the queue without taking a permit.
+    pub async fn acquire(&self) -> Permit {
+        match self.try_acquire() {
+            Some(permit) => permit,
+            None => Arc::clone(&self.shared).acquire().await,
+        }
+    }
+
+    /// Whether two handles are on the same limit.
+    pub fn same_limit(&self, other: &Limiter) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
+impl fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Limiter")
+            .field("limit", &self.limit())
+            .field("in_flight", &self.in_flight())
+            .field("waiting", &self.waiting())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lowering_with_permits_out_is_paid_back_as_they_return() {
+        let limiter = Limiter::new(4);
+        let held: Vec<_> = (0..4).map(|_| limiter.try_acquire().unwrap()).collect();
+        assert_eq!(limiter.set_limit(2), 4);
+        assert_eq!(limiter.in_flight(), 4);
+        let mut held = held.into_iter();
+        drop(held.next());
+        assert!(limiter.try_acquire().is_none(), "3 out, limit 2");
+        drop(held.next());
+        assert!(limiter.try_acquire().is_none(), "2 out, limit 2");
+        drop(held.next());
+        let again = limiter.try_acquire().expect("1 out, limit 2");
+        assert!(limiter.try_acquire().is_none());
+        drop((again, held));
+        assert_eq!(limiter.in_flight(), 0);
+        assert_eq!(limiter.available(), 2);
+    }
+
+    #[test]
+    fn raising_cancels_debt_before_adding_permits() {
+        let limiter = Limiter::new(4);
+        let held: Vec<_> = (0..4).map(|_| limiter.try_acquire().unwrap()).collect();
+        limiter.set_limit(1);
+        limiter.set_limit(3);
+        assert_eq!(limiter.available(), 0, "4 out is still above 3");
+        drop(held);
+        assert_eq!(limiter.available(), 3);
+        assert_eq!(limiter.in_flight(), 0);
+    }
+
+    #[test]
+    fn invalid_limits_are_refused() {
+        assert_eq!(Limiter::try_new(0).unwrap_err().value(), 0);
+        let limiter = Limiter::new(2);
+        assert!(limiter.try_set_limit(0).is_err());
+        assert_eq!(limiter.limit(), 2);
+    }
+}
