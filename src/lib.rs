@@ -19,8 +19,16 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub)]
 
+mod admit_call;
 pub mod concurrency_limit;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod limiter;
+pub mod policy_limit;
 
 pub use crate::concurrency_limit::{ConcurrencyLimit, ConcurrencyLimitLayer, ResponseFuture};
-pub use crate::limiter::{InvalidLimit, Limiter, Permit};
+pub use crate::limiter::{Admit, InvalidLimit, Limiter, Order, Permit, Policy, Reason, Rejected};
+pub use crate::policy_limit::{PolicyLimit, PolicyLimitLayer};
+
+/// A boxed, thread-safe error: the same type as `tower::BoxError`.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,7 +1,7 @@
 use tower_layer::Layer;
 
 use super::ConcurrencyLimit;
-use crate::{InvalidLimit, Limiter};
+use crate::{InvalidLimit, Limiter, Policy, PolicyLimitLayer};
 
 /// Applies one shared concurrency limit to every service it wraps.
 ///
@@ -34,6 +34,21 @@ impl ConcurrencyLimitLayer {
     /// or a background task also hold.
     pub fn from_limiter(limiter: Limiter) -> Self {
         Self { limiter }
+    }
+
+    /// The same limit, admitting under `policy` instead of only waiting:
+    /// refused requests fail with [`Rejected`](crate::Rejected). See
+    /// [`policy_limit`](crate::policy_limit).
+    pub fn with_policy(self, policy: Policy) -> PolicyLimitLayer {
+        PolicyLimitLayer::new(self.limiter, policy)
+    }
+
+    /// The same limit for HTTP services: permits held until the response
+    /// body ends, and a policy's refusals answered with a response. See
+    /// [`http`](crate::http).
+    #[cfg(feature = "http")]
+    pub fn http(self) -> crate::http::HttpLimitLayer {
+        crate::http::HttpLimitLayer::from_limiter(self.limiter)
     }
 
     /// The limiter every service from this layer shares: read the limit,

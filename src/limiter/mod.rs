@@ -20,22 +20,31 @@
 //! ```
 //!
 //! The limiter also works without tower: [`Limiter::acquire`] waits for a
-//! [`Permit`] and [`Limiter::try_acquire`] takes one only if it is free.
+//! [`Permit`], [`Limiter::try_acquire`] takes one only if it is free, and
+//! [`Limiter::admit`] follows a [`Policy`]: wait, refuse, or queue a bounded
+//! number of requests for a bounded time, oldest or newest first.
 //!
 //! [`ConcurrencyLimit`]: crate::ConcurrencyLimit
 //! [`ConcurrencyLimitLayer`]: crate::ConcurrencyLimitLayer
 
+mod admit;
 mod error;
+mod lifo;
 mod permit;
+mod policy;
 mod poll;
+mod rejected;
 mod shared;
 
 use std::fmt;
 use std::sync::Arc;
 
+pub use self::admit::Admit;
 pub use self::error::InvalidLimit;
 pub use self::permit::Permit;
+pub use self::policy::{Order, Policy};
 pub(crate) use self::poll::PollPermit;
+pub use self::rejected::{Reason, Rejected};
 use self::shared::Shared;
 
 /// A handle on one concurrency limit, shared by every clone.
@@ -124,8 +133,38 @@ impl Limiter {
     pub async fn acquire(&self) -> Permit {
         match self.try_acquire() {
             Some(permit) => permit,
-            None => Arc::clone(&self.shared).acquire().await,
+            None => Arc::clone(&self.shared).wait().await,
         }
+    }
+
+    /// Takes a permit under `policy`: at once if one is free, else as the
+    /// policy says (wait, refuse, or queue a bounded time in FIFO or LIFO
+    /// order). Every waiter of one limiter shares its queue and its count
+    /// in [`waiting`](Self::waiting), whatever its policy.
+    ///
+    /// ```
+    /// use tower_concurrency::{Limiter, Policy, Reason};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let limiter = Limiter::new(1);
+    /// let held = limiter.admit(&Policy::reject()).await.unwrap();
+    /// let refused = limiter.admit(&Policy::reject()).await.unwrap_err();
+    /// assert_eq!(refused.reason(), Reason::Full);
+    /// drop(held);
+    /// assert!(limiter.admit(&Policy::reject()).await.is_ok());
+    /// # }
+    /// ```
+    pub fn admit(&self, policy: &Policy) -> Admit {
+        Admit::new(&self.shared, policy)
+    }
+
+    /// How long a permit is held on average (a moving average over recent
+    /// requests), measured only by middleware that times its requests,
+    /// such as the HTTP layer with an estimated `Retry-After`. `None`
+    /// until a timed permit has come back.
+    pub fn mean_hold(&self) -> Option<std::time::Duration> {
+        self.shared.mean_hold()
     }
 
     /// Whether two handles are on the same limit.

@@ -22,6 +22,13 @@ impl Permit {
     pub(super) fn new(shared: Arc<Shared>) -> Self {
         Self { shared }
     }
+
+    /// Counts how long this permit was held in its limiter's average hold
+    /// time (see [`Limiter::mean_hold`](crate::Limiter::mean_hold)).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn record_hold(&self, held: std::time::Duration) {
+        self.shared.record_hold(held);
+    }
 }
 
 impl Drop for Permit {

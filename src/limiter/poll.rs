@@ -25,7 +25,7 @@ impl PollPermit {
             if let Some(permit) = limiter.try_acquire() {
                 return Poll::Ready(permit);
             }
-            let wait = std::sync::Arc::clone(&limiter.shared).acquire();
+            let wait = std::sync::Arc::clone(&limiter.shared).wait();
             match &mut self.wait {
                 Some(boxed) => boxed.set(wait),
                 None => self.wait = Some(ReusableBoxFuture::new(wait)),

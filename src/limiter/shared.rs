@@ -1,10 +1,12 @@
 //! The state every handle of one limit points at.
 
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+use super::lifo::LifoState;
 use super::Permit;
 
 /// The semaphore and the bookkeeping that lets its size change at run time.
@@ -19,6 +21,10 @@ pub(super) struct Shared {
     debt: AtomicUsize,
     waiting: AtomicUsize,
     resize: Mutex<()>,
+    pub(super) lifo: Mutex<LifoState>,
+    /// Moving average of how long permits are held, in nanoseconds (0: no
+    /// sample yet); fed only by callers that time their requests.
+    mean_hold_nanos: AtomicU64,
 }
 
 impl Shared {
@@ -29,6 +35,8 @@ impl Shared {
             debt: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
             resize: Mutex::new(()),
+            lifo: Mutex::default(),
+            mean_hold_nanos: AtomicU64::new(0),
         }
     }
 
@@ -48,6 +56,25 @@ impl Shared {
         self.waiting.load(SeqCst)
     }
 
+    /// Adds one permit's hold time to the moving average (weight 1/8).
+    pub(super) fn record_hold(&self, held: Duration) {
+        let sample = u64::try_from(held.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let _ = self.mean_hold_nanos.fetch_update(Relaxed, Relaxed, |mean| {
+            Some(match mean {
+                0 => sample,
+                _ => mean - mean / 8 + sample / 8,
+            })
+        });
+    }
+
+    /// The average hold time, once a timed permit has come back.
+    pub(super) fn mean_hold(&self) -> Option<Duration> {
+        match self.mean_hold_nanos.load(Relaxed) {
+            0 => None,
+            nanos => Some(Duration::from_nanos(nanos)),
+        }
+    }
+
     /// Takes a permit if one is free now.
     pub(super) fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
         loop {
@@ -58,10 +85,20 @@ impl Shared {
         }
     }
 
-    /// Waits for a permit, first in first out; counted in `waiting` while
-    /// it waits. Dropping the future leaves the queue and takes nothing.
-    pub(super) async fn acquire(self: Arc<Self>) -> Permit {
-        let _waiting = Waiting::enter(&self.waiting);
+    /// Takes a place in the queue if fewer than `max` wait (no bound if
+    /// `None`); the place is counted in `waiting` until the guard drops.
+    pub(super) fn enter_queue(self: &Arc<Self>, max: Option<usize>) -> Option<QueuePlace> {
+        let max = max.unwrap_or(usize::MAX);
+        self.waiting
+            .fetch_update(SeqCst, SeqCst, |w| (w < max).then_some(w + 1))
+            .ok()?;
+        Some(QueuePlace(Arc::clone(self)))
+    }
+
+    /// Waits in the semaphore's own queue, first in first out, without
+    /// counting itself: callers hold a [`QueuePlace`]. Dropping the future
+    /// leaves the queue and takes nothing.
+    pub(super) async fn acquire_queued(self: Arc<Self>) -> Permit {
         loop {
             // The semaphore is never closed.
             if let Ok(slot) = self.semaphore.acquire().await {
@@ -71,6 +108,12 @@ impl Shared {
                 return Permit::new(Arc::clone(&self));
             }
         }
+    }
+
+    /// Waits for a permit, first in first out, counted in `waiting`.
+    pub(super) async fn wait(self: Arc<Self>) -> Permit {
+        let _place = self.enter_queue(None);
+        self.acquire_queued().await
     }
 
     /// Gives a permit's slot back, or retires it against the debt.
@@ -109,18 +152,11 @@ impl Shared {
     }
 }
 
-/// Counts one caller in `waiting` for as long as it lives.
-struct Waiting<'a>(&'a AtomicUsize);
+/// A counted place in a limiter's queue, given up on drop.
+pub(super) struct QueuePlace(Arc<Shared>);
 
-impl<'a> Waiting<'a> {
-    fn enter(counter: &'a AtomicUsize) -> Self {
-        counter.fetch_add(1, SeqCst);
-        Self(counter)
-    }
-}
-
-impl Drop for Waiting<'_> {
+impl Drop for QueuePlace {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, SeqCst);
+        self.0.waiting.fetch_sub(1, SeqCst);
     }
 }

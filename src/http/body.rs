@@ -1,0 +1,140 @@
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+
+use crate::Permit;
+
+pin_project! {
+    /// The response body of [`HttpLimit`](super::HttpLimit): the inner body,
+    /// holding the request's permit until it ends, or the body of a refusal.
+    ///
+    /// Frames, trailers, [`is_end_stream`](Body::is_end_stream) and
+    /// [`size_hint`](Body::size_hint) are the inner body's. With
+    /// [`Release::BodyEnd`](super::Release::BodyEnd) the permit is given back
+    /// when the body ends (its last frame, an error, or `is_end_stream`
+    /// after a frame) or is dropped, for example when the client hangs up
+    /// mid-stream.
+    pub struct ResponseBody<B> {
+        #[pin]
+        inner: Inner<B>,
+    }
+}
+
+pin_project! {
+    #[project = InnerProj]
+    enum Inner<B> {
+        Admitted {
+            #[pin]
+            body: B,
+            held: Option<Held>,
+        },
+        Refused {
+            data: Option<Bytes>,
+        },
+    }
+}
+
+impl<B> ResponseBody<B> {
+    pub(super) fn admitted(body: B, held: Option<Held>) -> Self {
+        Self {
+            inner: Inner::Admitted { body, held },
+        }
+    }
+
+    /// Whether this body still holds its request's permit.
+    pub fn holds_permit(&self) -> bool {
+        matches!(&self.inner, Inner::Admitted { held: Some(_), .. })
+    }
+}
+
+impl<B> From<Bytes> for ResponseBody<B> {
+    fn from(data: Bytes) -> Self {
+        Self {
+            inner: Inner::Refused {
+                data: (!data.is_empty()).then_some(data),
+            },
+        }
+    }
+}
+
+impl<B> Body for ResponseBody<B>
+where
+    B: Body,
+    B::Data: From<Bytes>,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        match self.project().inner.project() {
+            InnerProj::Admitted { mut body, held } => {
+                let frame = ready!(body.as_mut().poll_frame(cx));
+                let ended = match &frame {
+                    Some(Ok(_)) => body.is_end_stream(),
+                    Some(Err(_)) | None => true,
+                };
+                if ended {
+                    held.take();
+                }
+                Poll::Ready(frame)
+            }
+            InnerProj::Refused { data } => {
+                Poll::Ready(data.take().map(|data| Ok(Frame::data(data.into()))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Admitted { body, .. } => body.is_end_stream(),
+            Inner::Refused { data } => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Admitted { body, .. } => body.size_hint(),
+            Inner::Refused { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("holds_permit", &self.holds_permit())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A permit held for a response, timed when `Retry-After` is estimated.
+pub(super) struct Held {
+    permit: Permit,
+    admitted_at: Option<Instant>,
+}
+
+impl Held {
+    pub(super) fn new(permit: Permit, admitted_at: Option<Instant>) -> Self {
+        Self {
+            permit,
+            admitted_at,
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(at) = self.admitted_at {
+            self.permit.record_hold(at.elapsed());
+        }
+    }
+}

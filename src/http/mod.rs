@@ -1,0 +1,111 @@
+//! Concurrency limits for HTTP: permits that last until the response body
+//! ends, and overload answered with `503`/`429` and `Retry-After`.
+//!
+//! *Needs the `http` feature (on by default).*
+//!
+//! # Why the body matters
+//!
+//! hyper drops a service's response future as soon as the response head is
+//! ready, then streams the body. A limit whose permit lives in the future
+//! (tower's, or [`ConcurrencyLimit`](crate::ConcurrencyLimit)) is free again
+//! while the body still streams: a server sending 1,000 large downloads "at
+//! a limit of 10" has 1,000 in flight. [`HttpLimit`] moves the permit into
+//! the [`ResponseBody`], which gives it back when the body ends or is
+//! dropped (the client hung up).
+//!
+//! [`Release::BodyEnd`] is the default on both sides. On a server the body
+//! is the work (and the connection) the limit protects. On a client a
+//! response whose body is unread still occupies the upstream's connection
+//! and its slot, so it should count against the upstream's limit; read or
+//! drop response bodies promptly, since an unread body keeps its permit.
+//! [`Release::Head`] gives the permit back when the head is ready, as tower
+//! does.
+//!
+//! # Overload is answered, not queued forever
+//!
+//! The layer takes a [`Policy`](crate::Policy): wait (the default), reject
+//! at once, or a bounded FIFO or LIFO queue with a timeout. A refused request
+//! is answered by the layer itself with the [`Rejection`] response (default
+//! `503 Service Unavailable` with `Retry-After: 1` and a text body saying
+//! why; `429`, an estimated `Retry-After` and the body are configurable), so
+//! the service's error type is unchanged and axum needs no
+//! `HandleErrorLayer`. Waiting happens in the response future: a request
+//! whose client goes away leaves the queue at once, and a refusal leaves
+//! nothing queued behind it.
+//!
+//! # Example: an axum app
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{routing::get, Router};
+//! use tower_concurrency::http::{HttpLimitLayer, Rejection, RetryAfter};
+//! use tower_concurrency::Policy;
+//!
+//! let limit = HttpLimitLayer::new(64)
+//!     .policy(Policy::lifo(128).timeout(Duration::from_millis(250)))
+//!     .rejection(Rejection::service_unavailable().retry_after(RetryAfter::Estimate { max_seconds: 10 }));
+//!
+//! let app: Router = Router::new()
+//!     .route("/download", get(|| async { "a long body" }))
+//!     .route("/api", get(|| async { "ok" }))
+//!     .layer(limit); // 64 for the app, held until each body ends
+//! # let _ = app;
+//! ```
+//!
+//! # Around a whole router served by `axum::serve`
+//!
+//! `axum::serve` wants a service answering `axum::response::Response`, so map
+//! the body back into `axum::body::Body` outside the limit:
+//!
+//! ```no_run
+//! use axum::{body::Body, routing::get, Router, ServiceExt};
+//! use tower::ServiceBuilder;
+//! use tower_concurrency::http::{HttpLimitLayer, ResponseBody};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let router = Router::new().route("/", get(|| async { "hello" }));
+//! let app = ServiceBuilder::new()
+//!     .map_response(|response: http::Response<ResponseBody<Body>>| response.map(Body::new))
+//!     .layer(HttpLimitLayer::new(64))
+//!     .service(router);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, ServiceExt::<axum::extract::Request>::into_make_service(app)).await
+//! # }
+//! ```
+//!
+//! # Example: a client that stays under an upstream's limit
+//!
+//! ```
+//! use hyper_util::client::legacy::Client;
+//! use hyper_util::rt::TokioExecutor;
+//! use tower::ServiceBuilder;
+//! use tower_concurrency::http::HttpLimitLayer;
+//!
+//! let client = Client::builder(TokioExecutor::new()).build_http::<String>();
+//! let limited = ServiceBuilder::new()
+//!     .layer(HttpLimitLayer::new(3)) // 3 requests until their bodies are read
+//!     .service(client);
+//! # let _ = limited;
+//! ```
+
+mod body;
+mod future;
+mod layer;
+mod rejection;
+mod service;
+
+pub use self::body::ResponseBody;
+pub use self::future::ResponseFuture;
+pub use self::layer::HttpLimitLayer;
+pub use self::rejection::{Rejection, RetryAfter};
+pub use self::service::HttpLimit;
+
+/// When an HTTP response gives its permit back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Release {
+    /// When the response body ends or is dropped (the default).
+    #[default]
+    BodyEnd,
+    /// When the response head is ready, as tower's limit does.
+    Head,
+}

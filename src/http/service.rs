@@ -1,0 +1,78 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use tower_service::Service;
+
+use super::layer::Config;
+use super::{ResponseBody, ResponseFuture};
+use crate::admit_call::AdmitCall;
+use crate::Limiter;
+
+/// An HTTP service behind a shared concurrency limit: see the
+/// [module docs](crate::http). Built by [`HttpLimitLayer`](super::HttpLimitLayer).
+#[derive(Debug, Clone)]
+pub struct HttpLimit<S> {
+    inner: S,
+    limiter: Limiter,
+    config: Arc<Config>,
+}
+
+impl<S> HttpLimit<S> {
+    pub(super) fn new(inner: S, limiter: Limiter, config: Arc<Config>) -> Self {
+        Self {
+            inner,
+            limiter,
+            config,
+        }
+    }
+
+    /// The limiter this service draws from.
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for HttpLimit<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    ResBody: Body,
+    ResBody::Data: From<Bytes>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, Request<ReqBody>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let timed = self.config.rejection.needs_timing();
+        let admit = AdmitCall::start(
+            &self.limiter,
+            &self.config.policy,
+            &mut self.inner,
+            request,
+            timed,
+        );
+        ResponseFuture::new(admit, self.limiter.clone(), Arc::clone(&self.config))
+    }
+}

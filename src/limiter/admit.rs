@@ -1,0 +1,97 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::time::Instant;
+
+use super::lifo::LifoWait;
+use super::shared::Shared;
+use super::{Order, Permit, Policy, Reason, Rejected};
+
+type Waiting = Pin<Box<dyn Future<Output = Result<Permit, Rejected>> + Send>>;
+
+/// A request's way to a permit under a [`Policy`]: see
+/// [`Limiter::admit`](crate::Limiter::admit).
+///
+/// It resolves at once when a permit is free or the policy refuses; only
+/// a request that has to queue allocates. Dropping it while queued leaves
+/// the queue at once and takes no permit.
+#[must_use = "futures do nothing unless polled"]
+pub struct Admit {
+    state: State,
+}
+
+enum State {
+    Decided(Option<Result<Permit, Rejected>>),
+    Waiting(Waiting),
+}
+
+impl Admit {
+    pub(super) fn new(shared: &Arc<Shared>, policy: &Policy) -> Self {
+        if let Some(permit) = shared.try_acquire() {
+            return Self::decided(Ok(permit));
+        }
+        let Some(place) = shared.enter_queue(policy.max_waiting()) else {
+            let reason = match policy.max_waiting() {
+                Some(0) => Reason::Full,
+                _ => Reason::QueueFull,
+            };
+            return Self::decided(Err(Rejected::new(
+                reason,
+                shared.limit(),
+                Default::default(),
+            )));
+        };
+        let shared = Arc::clone(shared);
+        let (order, timeout) = (policy.order(), policy.wait_timeout());
+        let waiting = async move {
+            let _place = place;
+            let since = Instant::now();
+            let permit = async {
+                match order {
+                    Order::Fifo => Arc::clone(&shared).acquire_queued().await,
+                    Order::Lifo => LifoWait::new(Arc::clone(&shared)).await,
+                }
+            };
+            match timeout {
+                None => Ok(permit.await),
+                Some(timeout) => tokio::time::timeout(timeout, permit)
+                    .await
+                    .map_err(|_| Rejected::new(Reason::TimedOut, shared.limit(), since.elapsed())),
+            }
+        };
+        Self {
+            state: State::Waiting(Box::pin(waiting)),
+        }
+    }
+
+    fn decided(outcome: Result<Permit, Rejected>) -> Self {
+        Self {
+            state: State::Decided(Some(outcome)),
+        }
+    }
+}
+
+impl Future for Admit {
+    type Output = Result<Permit, Rejected>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.state {
+            State::Decided(outcome) => {
+                Poll::Ready(outcome.take().expect("Admit polled after completion"))
+            }
+            State::Waiting(waiting) => waiting.as_mut().poll(cx),
+        }
+    }
+}
+
+impl std::fmt::Debug for Admit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.state {
+            State::Decided(_) => "decided",
+            State::Waiting(_) => "waiting",
+        };
+        f.debug_struct("Admit").field("state", &state).finish()
+    }
+}
