@@ -69,6 +69,9 @@ mod tests {
         assert!(huge.to_string().contains(&usize::MAX.to_string()));
         assert!(huge.to_string().contains(&InvalidLimit::MAX.to_string()));
         assert_eq!(InvalidLimit::check(1), Ok(1));
-        assert_eq!(InvalidLimit::check(InvalidLimit::MAX), Ok(InvalidLimit::MAX));
+        assert_eq!(
+            InvalidLimit::check(InvalidLimit::MAX),
+            Ok(InvalidLimit::MAX)
+        );
     }
 }
