@@ -88,16 +88,22 @@
 //! Order matters in a `ServiceBuilder` (the first layer is the outermost):
 //!
 //! - `buffer(100)` then this limit of 10: the buffer's worker takes the
-//!   requests, so up to 100 queue in the buffer and 10 run. The limit still
-//!   holds; the queue is in front of it.
+//!   requests, so 111 are accepted at once (100 in the buffer, 1 in the
+//!   worker's hands, 10 running). The limit still holds; the queue is in
+//!   front of it.
 //! - `load_shed()` then this limit: a request that finds no free permit is
 //!   refused at once with tower's `Overloaded` instead of waiting. Shed with
 //!   a fresh clone per request (as axum does): a long-lived `LoadShed` that
 //!   shed keeps its place in the queue, and the next permit given back is
-//!   parked there until that service is polled again.
-//! - `timeout(d)` then this limit: the deadline covers the wait for a permit
-//!   too. This limit then `timeout(d)`: the deadline covers only the work,
-//!   and a request that times out gives its permit back at once.
+//!   parked there until that service is polled again (tower's limit does
+//!   the same).
+//! - `timeout(d)` and this limit, in either order: tower's `Timeout` starts
+//!   its clock in `call`, and a request waits for its permit in
+//!   `poll_ready`, before `call`, so the deadline covers only the work. A
+//!   request that times out gives its permit back at once. To bound the
+//!   wait too, time the whole call (`tokio::time::timeout(d, svc.oneshot(req))`);
+//!   in axum, a timeout added by a later `Router::layer` call does that,
+//!   since each route's service is called with `oneshot`.
 //! - `retry(policy)` then this limit: each attempt takes its own permit.
 //!
 //! [`Limiter`]: crate::Limiter
