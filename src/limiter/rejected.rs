@@ -60,8 +60,9 @@ impl fmt::Display for Rejected {
             ),
             Reason::TimedOut => write!(
                 f,
-                "waited {:?} for one of {} permits and gave up",
-                self.waited, self.limit
+                "waited {} ms for a permit under a concurrency limit of {} and gave up",
+                self.waited.as_millis(),
+                self.limit
             ),
         }
     }
