@@ -20,6 +20,7 @@
 #![deny(missing_docs, unreachable_pub)]
 
 mod admit_call;
+pub mod adaptive;
 pub mod concurrency_limit;
 #[cfg(feature = "http")]
 pub mod http;

@@ -4,6 +4,7 @@ use std::task::{ready, Context, Poll};
 
 use pin_project_lite::pin_project;
 
+use crate::adaptive::{Classify, DefaultClassifier};
 use crate::Permit;
 
 pin_project! {
@@ -12,33 +13,44 @@ pin_project! {
     ///
     /// The permit is given back as soon as the inner future completes,
     /// and otherwise when this future is dropped (cancelled) or unwinds
-    /// from a panic in the inner future.
+    /// from a panic in the inner future. For an adaptive limiter, the
+    /// classified output is recorded as a sample first.
     ///
     /// [`ConcurrencyLimit`]: super::ConcurrencyLimit
     #[derive(Debug)]
-    pub struct ResponseFuture<F> {
+    pub struct ResponseFuture<F, C = DefaultClassifier> {
         #[pin]
         inner: F,
         permit: Option<Permit>,
+        classifier: C,
     }
 }
 
-impl<F> ResponseFuture<F> {
-    pub(super) fn new(inner: F, permit: Permit) -> Self {
+impl<F, C> ResponseFuture<F, C> {
+    pub(super) fn new(inner: F, permit: Permit, classifier: C) -> Self {
         Self {
             inner,
             permit: Some(permit),
+            classifier,
         }
     }
 }
 
-impl<F: Future> Future for ResponseFuture<F> {
+impl<F, C> Future for ResponseFuture<F, C>
+where
+    F: Future,
+    C: Classify<F::Output>,
+{
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let output = ready!(this.inner.poll(cx));
-        this.permit.take();
+        if let Some(mut permit) = this.permit.take() {
+            if permit.wants_outcome() {
+                permit.record(this.classifier.classify(&output));
+            }
+        }
         Poll::Ready(output)
     }
 }

@@ -1,6 +1,7 @@
 use tower_layer::Layer;
 
 use super::ConcurrencyLimit;
+use crate::adaptive::DefaultClassifier;
 use crate::{InvalidLimit, Limiter, Policy, PolicyLimitLayer};
 
 /// Applies one shared concurrency limit to every service it wraps.
@@ -8,9 +9,13 @@ use crate::{InvalidLimit, Limiter, Policy, PolicyLimitLayer};
 /// The layer holds a [`Limiter`] handle and nothing else. Every service it
 /// builds, and every clone of those, draws from that one limiter: applied
 /// per route by axum's `Router::layer`, it still limits the whole app.
+///
+/// `C` classifies responses for an adaptive limiter (see
+/// [`classifier`](Self::classifier)); a fixed limiter never calls it.
 #[derive(Debug, Clone)]
-pub struct ConcurrencyLimitLayer {
+pub struct ConcurrencyLimitLayer<C = DefaultClassifier> {
     limiter: Limiter,
+    classifier: C,
 }
 
 impl ConcurrencyLimitLayer {
@@ -33,19 +38,34 @@ impl ConcurrencyLimitLayer {
     /// A layer on an existing limiter, for example one that other layers
     /// or a background task also hold.
     pub fn from_limiter(limiter: Limiter) -> Self {
-        Self { limiter }
+        Self {
+            limiter,
+            classifier: DefaultClassifier,
+        }
+    }
+}
+
+impl<C> ConcurrencyLimitLayer<C> {
+    /// Decides what each response tells an adaptive limiter: success,
+    /// overload or nothing (see [`Classify`](crate::adaptive::Classify)).
+    /// The default counts a response as success and an error as overload.
+    pub fn classifier<C2>(self, classifier: C2) -> ConcurrencyLimitLayer<C2> {
+        ConcurrencyLimitLayer {
+            limiter: self.limiter,
+            classifier,
+        }
     }
 
     /// The same limit, admitting under `policy` instead of only waiting:
     /// refused requests fail with [`Rejected`](crate::Rejected). See
     /// [`policy_limit`](crate::policy_limit).
-    pub fn with_policy(self, policy: Policy) -> PolicyLimitLayer {
-        PolicyLimitLayer::new(self.limiter, policy)
+    pub fn with_policy(self, policy: Policy) -> PolicyLimitLayer<C> {
+        PolicyLimitLayer::new(self.limiter, policy).classifier(self.classifier)
     }
 
     /// The same limit for HTTP services: permits held until the response
     /// body ends, and a policy's refusals answered with a response. See
-    /// [`http`](crate::http).
+    /// [`http`](crate::http). The HTTP layer classifies by status code.
     #[cfg(feature = "http")]
     pub fn http(self) -> crate::http::HttpLimitLayer {
         crate::http::HttpLimitLayer::from_limiter(self.limiter)
@@ -58,10 +78,10 @@ impl ConcurrencyLimitLayer {
     }
 }
 
-impl<S> Layer<S> for ConcurrencyLimitLayer {
-    type Service = ConcurrencyLimit<S>;
+impl<S, C: Clone> Layer<S> for ConcurrencyLimitLayer<C> {
+    type Service = ConcurrencyLimit<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ConcurrencyLimit::from_limiter(inner, self.limiter.clone())
+        ConcurrencyLimit::from_limiter(inner, self.limiter.clone()).classifier(self.classifier.clone())
     }
 }

@@ -3,6 +3,7 @@ use std::task::{ready, Context, Poll};
 use tower_service::Service;
 
 use super::ResponseFuture;
+use crate::adaptive::{Classify, DefaultClassifier};
 use crate::limiter::PollPermit;
 use crate::{InvalidLimit, Limiter, Permit};
 
@@ -12,12 +13,16 @@ use crate::{InvalidLimit, Limiter, Permit};
 /// `poll_ready` first takes a permit (waiting in line if none is free),
 /// then asks the inner service; `call` moves the permit into the
 /// [`ResponseFuture`]. See the [module docs](crate::concurrency_limit).
+///
+/// `C` classifies responses for an adaptive limiter; see
+/// [`ConcurrencyLimitLayer::classifier`](super::ConcurrencyLimitLayer::classifier).
 #[derive(Debug)]
-pub struct ConcurrencyLimit<S> {
+pub struct ConcurrencyLimit<S, C = DefaultClassifier> {
     inner: S,
     limiter: Limiter,
     permit: Option<Permit>,
     wait: PollPermit,
+    classifier: C,
 }
 
 impl<S> ConcurrencyLimit<S> {
@@ -44,6 +49,21 @@ impl<S> ConcurrencyLimit<S> {
             limiter,
             permit: None,
             wait: PollPermit::default(),
+            classifier: DefaultClassifier,
+        }
+    }
+}
+
+impl<S, C> ConcurrencyLimit<S, C> {
+    /// Decides what each response tells an adaptive limiter; see
+    /// [`ConcurrencyLimitLayer::classifier`](super::ConcurrencyLimitLayer::classifier).
+    pub fn classifier<C2>(self, classifier: C2) -> ConcurrencyLimit<S, C2> {
+        ConcurrencyLimit {
+            inner: self.inner,
+            limiter: self.limiter,
+            permit: self.permit,
+            wait: self.wait,
+            classifier,
         }
     }
 
@@ -68,20 +88,22 @@ impl<S> ConcurrencyLimit<S> {
     }
 }
 
-impl<S: Clone> Clone for ConcurrencyLimit<S> {
+impl<S: Clone, C: Clone> Clone for ConcurrencyLimit<S, C> {
     /// A clone shares the limit but not a permit reserved by the original.
     fn clone(&self) -> Self {
-        Self::from_limiter(self.inner.clone(), self.limiter.clone())
+        ConcurrencyLimit::from_limiter(self.inner.clone(), self.limiter.clone())
+            .classifier(self.classifier.clone())
     }
 }
 
-impl<S, Request> Service<Request> for ConcurrencyLimit<S>
+impl<S, C, Request> Service<Request> for ConcurrencyLimit<S, C>
 where
     S: Service<Request>,
+    C: Classify<Result<S::Response, S::Error>> + Clone,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if self.permit.is_none() {
@@ -95,6 +117,6 @@ where
             "ConcurrencyLimit::call without a reserved permit: `poll_ready` must return \
              `Poll::Ready(Ok(()))` before each `call` (use `ServiceExt::ready` or `oneshot`)",
         );
-        ResponseFuture::new(self.inner.call(request), permit)
+        ResponseFuture::new(self.inner.call(request), permit, self.classifier.clone())
     }
 }

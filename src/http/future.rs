@@ -8,8 +8,10 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::body::Held;
+use super::classify::retry_after;
 use super::layer::Config;
-use super::{Release, ResponseBody};
+use super::{HttpClassifier, Release, ResponseBody};
+use crate::adaptive::Classify;
 use crate::admit_call::AdmitCall;
 use crate::Limiter;
 
@@ -17,7 +19,12 @@ pin_project! {
     /// The response future of [`HttpLimit`](super::HttpLimit): waits for
     /// admission under the layer's policy, then runs the request. A refused
     /// request resolves to the layer's rejection response, never an error.
-    pub struct ResponseFuture<S, Req>
+    ///
+    /// For an adaptive limiter, the response is classified and recorded
+    /// when its head is ready: the round-trip time is the upstream's (or
+    /// the handler's) time to answer, not how fast the client reads the
+    /// body, while the permit is still held until the body ends.
+    pub struct ResponseFuture<S, Req, C = HttpClassifier>
     where
         S: Service<Req>,
     {
@@ -25,25 +32,33 @@ pin_project! {
         inner: AdmitCall<S, Req>,
         limiter: Limiter,
         config: Arc<Config>,
+        classifier: C,
     }
 }
 
-impl<S, Req> ResponseFuture<S, Req>
+impl<S, Req, C> ResponseFuture<S, Req, C>
 where
     S: Service<Req>,
 {
-    pub(super) fn new(inner: AdmitCall<S, Req>, limiter: Limiter, config: Arc<Config>) -> Self {
+    pub(super) fn new(
+        inner: AdmitCall<S, Req>,
+        limiter: Limiter,
+        config: Arc<Config>,
+        classifier: C,
+    ) -> Self {
         Self {
             inner,
             limiter,
             config,
+            classifier,
         }
     }
 }
 
-impl<S, Req, ResBody> Future for ResponseFuture<S, Req>
+impl<S, Req, C, ResBody> Future for ResponseFuture<S, Req, C>
 where
     S: Service<Req, Response = Response<ResBody>>,
+    C: Classify<Result<Response<ResBody>, S::Error>>,
 {
     type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
 
@@ -55,6 +70,15 @@ where
                 return Poll::Ready(Ok(this.config.rejection.respond(rejected, this.limiter)))
             }
         };
+        let mut permit = permit;
+        if permit.wants_outcome() {
+            permit.record(this.classifier.classify(&outcome));
+        }
+        if let (Some(max), Ok(response)) = (this.config.honor_retry_after, &outcome) {
+            if let Some(wait) = retry_after(response.status(), response.headers(), max) {
+                this.limiter.hold_until(tokio::time::Instant::now() + wait);
+            }
+        }
         let held = Held::new(permit, admitted_at);
         let held = match this.config.release {
             Release::BodyEnd => Some(held),
@@ -64,7 +88,7 @@ where
     }
 }
 
-impl<S, Req> std::fmt::Debug for ResponseFuture<S, Req>
+impl<S, Req, C> std::fmt::Debug for ResponseFuture<S, Req, C>
 where
     S: Service<Req>,
 {

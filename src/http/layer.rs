@@ -1,17 +1,22 @@
 use std::sync::Arc;
+use std::time::Duration;
 
 use tower_layer::Layer;
 
-use super::{HttpLimit, Rejection, Release};
+use super::{HttpClassifier, HttpLimit, Rejection, Release};
 use crate::{InvalidLimit, Limiter, Policy};
 
 /// Applies one shared limit to HTTP services: permits held until the
 /// response body ends, overload answered with a response. See the
 /// [module docs](crate::http).
+///
+/// `C` classifies responses for an adaptive limiter; the default,
+/// [`HttpClassifier`], goes by status code.
 #[derive(Debug, Clone)]
-pub struct HttpLimitLayer {
+pub struct HttpLimitLayer<C = HttpClassifier> {
     limiter: Limiter,
     config: Config,
+    classifier: C,
 }
 
 /// What every service of one layer shares besides the limiter.
@@ -20,6 +25,7 @@ pub(super) struct Config {
     pub(super) policy: Policy,
     pub(super) release: Release,
     pub(super) rejection: Rejection,
+    pub(super) honor_retry_after: Option<Duration>,
 }
 
 impl HttpLimitLayer {
@@ -48,8 +54,35 @@ impl HttpLimitLayer {
                 policy: Policy::wait(),
                 release: Release::BodyEnd,
                 rejection: Rejection::default(),
+                honor_retry_after: None,
             },
+            classifier: HttpClassifier,
         }
+    }
+}
+
+impl<C> HttpLimitLayer<C> {
+    /// Decides what each response tells an adaptive limiter (see
+    /// [`Classify`](crate::adaptive::Classify)); the default is
+    /// [`HttpClassifier`].
+    pub fn classifier<C2>(self, classifier: C2) -> HttpLimitLayer<C2> {
+        HttpLimitLayer {
+            limiter: self.limiter,
+            config: self.config,
+            classifier,
+        }
+    }
+
+    /// For clients: when the upstream answers `503` or `429` with a
+    /// `Retry-After` (seconds or a date), admit no new request for that long,
+    /// but at most `max` (see [`Limiter::hold_until`]). Requests in flight
+    /// go on; queued ones wait out the hold within their policy's timeout,
+    /// and a policy that does not queue refuses them with
+    /// [`Reason::Held`](crate::Reason::Held). Off by default: on a server,
+    /// one handler's `503` would hold the whole app.
+    pub fn honor_retry_after(mut self, max: Duration) -> Self {
+        self.config.honor_retry_after = Some(max);
+        self
     }
 
     /// What a request does when every permit is taken: wait (the default),
@@ -79,10 +112,11 @@ impl HttpLimitLayer {
     }
 }
 
-impl<S> Layer<S> for HttpLimitLayer {
-    type Service = HttpLimit<S>;
+impl<S, C: Clone> Layer<S> for HttpLimitLayer<C> {
+    type Service = HttpLimit<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        HttpLimit::new(inner, self.limiter.clone(), Arc::new(self.config.clone()))
+        let config = Arc::new(self.config.clone());
+        HttpLimit::new(inner, self.limiter.clone(), config, self.classifier.clone())
     }
 }

@@ -89,12 +89,14 @@
 //! ```
 
 mod body;
+mod classify;
 mod future;
 mod layer;
 mod rejection;
 mod service;
 
 pub use self::body::ResponseBody;
+pub use self::classify::HttpClassifier;
 pub use self::future::ResponseFuture;
 pub use self::layer::HttpLimitLayer;
 pub use self::rejection::{Rejection, RetryAfter};

@@ -7,25 +7,28 @@ use http_body::Body;
 use tower_service::Service;
 
 use super::layer::Config;
-use super::{ResponseBody, ResponseFuture};
+use super::{HttpClassifier, ResponseBody, ResponseFuture};
+use crate::adaptive::Classify;
 use crate::admit_call::AdmitCall;
 use crate::Limiter;
 
 /// An HTTP service behind a shared concurrency limit: see the
 /// [module docs](crate::http). Built by [`HttpLimitLayer`](super::HttpLimitLayer).
 #[derive(Debug, Clone)]
-pub struct HttpLimit<S> {
+pub struct HttpLimit<S, C = HttpClassifier> {
     inner: S,
     limiter: Limiter,
     config: Arc<Config>,
+    classifier: C,
 }
 
-impl<S> HttpLimit<S> {
-    pub(super) fn new(inner: S, limiter: Limiter, config: Arc<Config>) -> Self {
+impl<S, C> HttpLimit<S, C> {
+    pub(super) fn new(inner: S, limiter: Limiter, config: Arc<Config>, classifier: C) -> Self {
         Self {
             inner,
             limiter,
             config,
+            classifier,
         }
     }
 
@@ -50,15 +53,16 @@ impl<S> HttpLimit<S> {
     }
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for HttpLimit<S>
+impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for HttpLimit<S, C>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    C: Classify<Result<Response<ResBody>, S::Error>> + Clone,
     ResBody: Body,
     ResBody::Data: From<Bytes>,
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S, Request<ReqBody>>;
+    type Future = ResponseFuture<S, Request<ReqBody>, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -73,6 +77,11 @@ where
             request,
             timed,
         );
-        ResponseFuture::new(admit, self.limiter.clone(), Arc::clone(&self.config))
+        ResponseFuture::new(
+            admit,
+            self.limiter.clone(),
+            Arc::clone(&self.config),
+            self.classifier.clone(),
+        )
     }
 }

@@ -34,6 +34,7 @@ impl Admit {
         }
         let Some(place) = shared.enter_queue(policy.max_waiting()) else {
             let reason = match policy.max_waiting() {
+                Some(0) if shared.held_until().is_some() => Reason::Held,
                 Some(0) => Reason::Full,
                 _ => Reason::QueueFull,
             };

@@ -28,7 +28,9 @@
 //! [`ConcurrencyLimitLayer`]: crate::ConcurrencyLimitLayer
 
 mod admit;
+mod control;
 mod error;
+mod hold;
 mod lifo;
 mod permit;
 mod policy;
@@ -46,6 +48,7 @@ pub use self::policy::{Order, Policy};
 pub(crate) use self::poll::PollPermit;
 pub use self::rejected::{Reason, Rejected};
 use self::shared::Shared;
+use crate::adaptive::LimitAlgorithm;
 
 /// A handle on one concurrency limit, shared by every clone.
 ///
@@ -74,6 +77,72 @@ impl Limiter {
         Ok(Self {
             shared: Arc::new(Shared::new(max)),
         })
+    }
+
+    /// A limit that `algorithm` moves: it starts at the algorithm's initial
+    /// limit, and every finished request the middleware records (see
+    /// [`Permit::record`]) is a sample the algorithm answers with a new
+    /// limit, clamped to at least 1. Lowering follows the same rule as
+    /// [`set_limit`](Self::set_limit): no permit in use is revoked.
+    ///
+    /// ```
+    /// use tower_concurrency::adaptive::Fixed;
+    /// use tower_concurrency::Limiter;
+    ///
+    /// let limiter = Limiter::adaptive(Fixed(10));
+    /// assert!(limiter.is_adaptive());
+    /// assert_eq!(limiter.limit(), 10);
+    /// ```
+    pub fn adaptive(algorithm: impl LimitAlgorithm) -> Self {
+        Self {
+            shared: Arc::new(Shared::adaptive(Box::new(algorithm))),
+        }
+    }
+
+    /// Whether an algorithm moves this limit.
+    pub fn is_adaptive(&self) -> bool {
+        self.shared.is_adaptive()
+    }
+
+    /// Fixes the limit at `limit` until [`unpin`](Self::unpin): an adaptive
+    /// limiter's algorithm goes on learning but its answers are not
+    /// applied. On a fixed limiter this is [`set_limit`](Self::set_limit).
+    /// Returns the old limit.
+    ///
+    /// # Panics
+    ///
+    /// If `limit` is 0 or above [`InvalidLimit::MAX`], naming the value.
+    #[track_caller]
+    pub fn pin(&self, limit: usize) -> usize {
+        let limit = InvalidLimit::check(limit).unwrap_or_else(|e| panic!("{e}"));
+        self.shared.pin(Some(limit))
+    }
+
+    /// Hands an adaptive limit back to its algorithm, moving it at once to
+    /// the algorithm's latest answer. Returns the old limit. Does nothing to
+    /// a fixed limiter.
+    pub fn unpin(&self) -> usize {
+        self.shared.pin(None)
+    }
+
+    /// Whether an adaptive limit is pinned.
+    pub fn is_pinned(&self) -> bool {
+        self.shared.is_pinned()
+    }
+
+    /// Admits no new request until `until`; requests in flight go on. Queued
+    /// requests wait out the hold (within their policy's timeout), and a
+    /// policy that does not queue refuses with [`Reason::Held`]. A later
+    /// hold that ends sooner does not shorten this one. The HTTP layer calls
+    /// this when an upstream answers `503` or `429` with `Retry-After` (see
+    /// [`HttpLimitLayer::honor_retry_after`](crate::http::HttpLimitLayer::honor_retry_after)).
+    pub fn hold_until(&self, until: tokio::time::Instant) {
+        self.shared.hold_until(until);
+    }
+
+    /// The end of the hold on admissions in force now, if any.
+    pub fn held_until(&self) -> Option<tokio::time::Instant> {
+        self.shared.held_until()
     }
 
     /// The current limit.
@@ -107,6 +176,8 @@ impl Limiter {
     /// retired now, and the rest of the cut is retired as permits come back,
     /// so new requests wait until fewer than `new` are in flight.
     ///
+    /// On an adaptive limiter this [pins](Self::pin) the limit.
+    ///
     /// # Panics
     ///
     /// If `new` is 0 or above [`InvalidLimit::MAX`], with a message naming
@@ -120,7 +191,7 @@ impl Limiter {
     /// as an error and the limit is left as it was.
     pub fn try_set_limit(&self, new: usize) -> Result<usize, InvalidLimit> {
         let new = InvalidLimit::check(new)?;
-        Ok(self.shared.set_limit(new))
+        Ok(self.shared.pin(Some(new)))
     }
 
     /// Takes a permit if one is free now, without queueing.
@@ -179,6 +250,7 @@ impl fmt::Debug for Limiter {
             .field("limit", &self.limit())
             .field("in_flight", &self.in_flight())
             .field("waiting", &self.waiting())
+            .field("adaptive", &self.is_adaptive())
             .finish()
     }
 }

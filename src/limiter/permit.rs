@@ -1,7 +1,10 @@
 use std::fmt;
 use std::sync::Arc;
 
+use tokio::time::Instant;
+
 use super::shared::Shared;
+use crate::adaptive::{Outcome, Sample};
 
 /// One admitted request: an owned permit of a [`Limiter`]'s tokio semaphore.
 ///
@@ -10,17 +13,60 @@ use super::shared::Shared;
 /// or unwound from a panic. If the limit was lowered while it was out, the
 /// slot is retired instead of returned (see [`Limiter::set_limit`]).
 ///
+/// A permit of an adaptive limiter also notes when it was admitted and how
+/// many requests were in flight then; [`record`](Self::record) turns that
+/// into a sample for the limiter's algorithm.
+///
 /// [`Limiter`]: crate::Limiter
 /// [`Limiter::set_limit`]: crate::Limiter::set_limit
 #[must_use = "the request is admitted only while the permit is held"]
 pub struct Permit {
     shared: Arc<Shared>,
+    start: Option<Start>,
+}
+
+/// When an adaptive limiter's permit was admitted, and with how many in flight.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Start {
+    pub(super) at: Instant,
+    pub(super) in_flight: usize,
 }
 
 impl Permit {
     /// Wraps a slot that was already taken from the semaphore.
-    pub(super) fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+    pub(super) fn new(shared: Arc<Shared>, start: Option<Start>) -> Self {
+        Self { shared, start }
+    }
+
+    /// Whether [`record`](Self::record) would teach the limiter something:
+    /// the limiter is adaptive and nothing was recorded yet.
+    pub fn wants_outcome(&self) -> bool {
+        self.start.is_some()
+    }
+
+    /// Tells an adaptive limiter how the request went: its round-trip time
+    /// (from admission to now), the in-flight count at admission, and the
+    /// outcome become one [`Sample`] for the algorithm, which may move the
+    /// limit at once. Only the first call counts; [`Outcome::Ignore`] and
+    /// fixed limiters record nothing. The permit is still held until dropped,
+    /// so a response can be timed at its head and hold its permit until its
+    /// body ends.
+    pub fn record(&mut self, outcome: Outcome) {
+        let Some(start) = self.start.take() else {
+            return;
+        };
+        let overload = match outcome {
+            Outcome::Success => false,
+            Outcome::Overload => true,
+            Outcome::Ignore => return,
+        };
+        let now = Instant::now();
+        self.shared.learn(&Sample {
+            rtt: now.saturating_duration_since(start.at),
+            in_flight: start.in_flight,
+            overload,
+            now,
+        });
     }
 
     /// Counts how long this permit was held in its limiter's average hold

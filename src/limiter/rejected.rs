@@ -22,6 +22,10 @@ pub enum Reason {
     QueueFull,
     /// The request waited in the queue for as long as the policy allows.
     TimedOut,
+    /// Admissions are held, as an upstream asked with `Retry-After` (see
+    /// [`Limiter::hold_until`](crate::Limiter::hold_until)), and the policy
+    /// does not queue.
+    Held,
 }
 
 impl Rejected {
@@ -56,6 +60,11 @@ impl fmt::Display for Rejected {
             Reason::QueueFull => write!(
                 f,
                 "concurrency limit of {} reached and its queue is full",
+                self.limit
+            ),
+            Reason::Held => write!(
+                f,
+                "admissions under a concurrency limit of {} are held: the upstream asked to retry later",
                 self.limit
             ),
             Reason::TimedOut => write!(

@@ -5,9 +5,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
+use super::control::Control;
+use super::hold::Hold;
 use super::lifo::LifoState;
+use super::permit::Start;
 use super::Permit;
+use crate::adaptive::{LimitAlgorithm, Sample};
 
 /// The semaphore and the bookkeeping that lets its size change at run time.
 ///
@@ -25,10 +30,22 @@ pub(super) struct Shared {
     /// Moving average of how long permits are held, in nanoseconds (0: no
     /// sample yet); fed only by callers that time their requests.
     mean_hold_nanos: AtomicU64,
+    /// The algorithm of an adaptive limiter; `None` for a fixed one.
+    control: Option<Control>,
+    hold: Hold,
 }
 
 impl Shared {
     pub(super) fn new(limit: usize) -> Self {
+        Self::with_control(limit, None)
+    }
+
+    pub(super) fn adaptive(algorithm: Box<dyn LimitAlgorithm>) -> Self {
+        let (control, limit) = Control::new(algorithm);
+        Self::with_control(limit, Some(control))
+    }
+
+    fn with_control(limit: usize, control: Option<Control>) -> Self {
         Self {
             semaphore: Semaphore::new(limit),
             limit: AtomicUsize::new(limit),
@@ -37,7 +54,54 @@ impl Shared {
             resize: Mutex::new(()),
             lifo: Mutex::default(),
             mean_hold_nanos: AtomicU64::new(0),
+            control,
+            hold: Hold::default(),
         }
+    }
+
+    pub(super) fn is_adaptive(&self) -> bool {
+        self.control.is_some()
+    }
+
+    /// A permit for a slot just taken; an adaptive limiter's permit notes
+    /// when it was admitted and how many were in flight.
+    fn permit(self: &Arc<Self>) -> Permit {
+        let start = self.control.as_ref().map(|_| Start {
+            at: Instant::now(),
+            in_flight: self.in_flight(),
+        });
+        Permit::new(Arc::clone(self), start)
+    }
+
+    /// Feeds a finished request to the algorithm and applies its answer.
+    pub(super) fn learn(&self, sample: &Sample) {
+        if let Some(control) = &self.control {
+            control.learn(sample, |limit| {
+                self.set_limit(limit);
+            });
+        }
+    }
+
+    /// Pins the limit (`Some`) or hands it back to the algorithm (`None`);
+    /// a fixed limiter just moves. Returns the old limit.
+    pub(super) fn pin(&self, pinned: Option<usize>) -> usize {
+        match (&self.control, pinned) {
+            (Some(control), _) => control.pin(pinned, |limit| self.set_limit(limit)),
+            (None, Some(limit)) => self.set_limit(limit),
+            (None, None) => self.limit(),
+        }
+    }
+
+    pub(super) fn is_pinned(&self) -> bool {
+        self.control.as_ref().is_some_and(Control::is_pinned)
+    }
+
+    pub(super) fn hold_until(&self, until: Instant) {
+        self.hold.extend(until);
+    }
+
+    pub(super) fn held_until(&self) -> Option<Instant> {
+        self.hold.until()
     }
 
     pub(super) fn limit(&self) -> usize {
@@ -77,10 +141,13 @@ impl Shared {
 
     /// Takes a permit if one is free now.
     pub(super) fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
+        if self.held_until().is_some() {
+            return None;
+        }
         loop {
             self.semaphore.try_acquire().ok()?.forget();
             if !self.pay_debt() {
-                return Some(Permit::new(Arc::clone(self)));
+                return Some(self.permit());
             }
         }
     }
@@ -97,16 +164,24 @@ impl Shared {
 
     /// Waits in the semaphore's own queue, first in first out, without
     /// counting itself: callers hold a [`QueuePlace`]. Dropping the future
-    /// leaves the queue and takes nothing.
+    /// leaves the queue and takes nothing. A slot that arrives while
+    /// admissions are held goes back, and the wait resumes when the hold
+    /// ends.
     pub(super) async fn acquire_queued(self: Arc<Self>) -> Permit {
         loop {
             // The semaphore is never closed.
             if let Ok(slot) = self.semaphore.acquire().await {
                 slot.forget();
             }
-            if !self.pay_debt() {
-                return Permit::new(Arc::clone(&self));
+            if self.pay_debt() {
+                continue;
             }
+            if let Some(until) = self.held_until() {
+                self.release();
+                tokio::time::sleep_until(until).await;
+                continue;
+            }
+            return self.permit();
         }
     }
 

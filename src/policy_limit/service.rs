@@ -3,6 +3,7 @@ use std::task::{Context, Poll};
 use tower_service::Service;
 
 use super::ResponseFuture;
+use crate::adaptive::{Classify, DefaultClassifier};
 use crate::admit_call::AdmitCall;
 use crate::{BoxError, Limiter, Policy};
 
@@ -10,10 +11,11 @@ use crate::{BoxError, Limiter, Policy};
 /// requests with [`Rejected`](crate::Rejected). See the
 /// [module docs](crate::policy_limit).
 #[derive(Debug, Clone)]
-pub struct PolicyLimit<S> {
+pub struct PolicyLimit<S, C = DefaultClassifier> {
     inner: S,
     limiter: Limiter,
     policy: Policy,
+    classifier: C,
 }
 
 impl<S> PolicyLimit<S> {
@@ -23,6 +25,20 @@ impl<S> PolicyLimit<S> {
             inner,
             limiter,
             policy,
+            classifier: DefaultClassifier,
+        }
+    }
+}
+
+impl<S, C> PolicyLimit<S, C> {
+    /// Decides what each inner result tells an adaptive limiter; see
+    /// [`PolicyLimitLayer::classifier`](super::PolicyLimitLayer::classifier).
+    pub fn classifier<C2>(self, classifier: C2) -> PolicyLimit<S, C2> {
+        PolicyLimit {
+            inner: self.inner,
+            limiter: self.limiter,
+            policy: self.policy,
+            classifier,
         }
     }
 
@@ -47,26 +63,22 @@ impl<S> PolicyLimit<S> {
     }
 }
 
-impl<S, Request> Service<Request> for PolicyLimit<S>
+impl<S, C, Request> Service<Request> for PolicyLimit<S, C>
 where
     S: Service<Request> + Clone,
     S::Error: Into<BoxError>,
+    C: Classify<Result<S::Response, S::Error>> + Clone,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S, Request>;
+    type Future = ResponseFuture<S, Request, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        ResponseFuture::new(AdmitCall::start(
-            &self.limiter,
-            &self.policy,
-            &mut self.inner,
-            request,
-            false,
-        ))
+        let admit = AdmitCall::start(&self.limiter, &self.policy, &mut self.inner, request, false);
+        ResponseFuture::new(admit, self.classifier.clone())
     }
 }
