@@ -9,15 +9,23 @@
 //!
 //! SAMPLE_DOCS_PLACEHOLDER
 
+mod aimd;
 mod classify;
 mod fixed;
+mod gradient2;
+mod vegas;
+mod windowed;
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+pub use self::aimd::Aimd;
 pub use self::classify::{Classify, DefaultClassifier};
 pub use self::fixed::Fixed;
+pub use self::gradient2::Gradient2;
+pub use self::vegas::Vegas;
+pub use self::windowed::{Aggregate, Windowed};
 
 /// Learns a concurrency limit from samples.
 ///
