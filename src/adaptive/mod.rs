@@ -7,7 +7,68 @@
 //! finished request to a [`LimitAlgorithm`] as a [`Sample`] and moves its
 //! limit to what the algorithm answers.
 //!
-//! SAMPLE_DOCS_PLACEHOLDER
+//! | algorithm | signal | in short |
+//! | --- | --- | --- |
+//! | [`Aimd`] | loss | +1 while at least half used, ×0.9 on overload (or an rtt over its timeout) |
+//! | [`Vegas`] | delay | estimates the queue from the shortest rtt seen; grows while it is small, shrinks when it grows |
+//! | [`Gradient2`] | delay | compares the rtt with its long-run average; shrinks by that gradient, grows by a small queue allowance |
+//! | [`Windowed`] | any | feeds one of the above one averaged (or percentile) sample per window |
+//! | [`Fixed`] | none | never moves: a baseline |
+//!
+//! Each algorithm's formula, parameters and defaults are on its type.
+//!
+//! # Samples
+//!
+//! Every middleware of this crate records, when a request's response is
+//! ready, one [`Sample`]: the round-trip time since the request was
+//! admitted (the wait for a permit is not part of it), how many requests
+//! were in flight when it was admitted, and its [`Outcome`], decided by a
+//! [`Classify`]er:
+//!
+//! - plain services ([`ConcurrencyLimit`](crate::ConcurrencyLimit),
+//!   [`PolicyLimit`](crate::PolicyLimit)): [`DefaultClassifier`], a response
+//!   is a success and an error (a timeout, tower's `Overloaded`, a failed
+//!   connection) is overload;
+//! - HTTP ([`HttpLimit`](crate::http::HttpLimit)): `HttpClassifier`, by
+//!   status code (`503`, `429`, `504`, `408` are overload; other `4xx` and
+//!   `5xx` are ignored). The sample is taken at the response head even
+//!   though the permit is held until the body ends: the head measures the
+//!   upstream's work, the body the client's reading speed.
+//!
+//! A request whose future is dropped (cancelled) releases its permit with
+//! no sample, as does [`Outcome::Ignore`]. Without tower, take a permit from
+//! the limiter and call [`Permit::record`](crate::Permit::record).
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_concurrency::adaptive::{Gradient2, Windowed};
+//! use tower_concurrency::{ConcurrencyLimitLayer, Limiter, Policy};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower::BoxError> {
+//! let limiter = Limiter::adaptive(Windowed::new(Gradient2::new().initial(10).min(2)));
+//! let client = ServiceBuilder::new()
+//!     // a deadline inside the limit, so a timeout is an overload sample
+//!     .layer(ConcurrencyLimitLayer::from_limiter(limiter.clone()).with_policy(Policy::reject()))
+//!     .timeout(Duration::from_secs(1))
+//!     .service(service_fn(|x: u32| async move { Ok::<_, tower::BoxError>(x) }));
+//!
+//! client.oneshot(7).await?;
+//! assert!(limiter.limit() >= 2);
+//!
+//! // An operator can take over, and hand back:
+//! limiter.pin(16);
+//! limiter.unpin();
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Lowering the limit never revokes a permit in use: the difference is
+//! taken back as permits return, so in flight never exceeds the new limit
+//! by more than what was already in flight when it fell.
 
 mod aimd;
 mod classify;
