@@ -1015,7 +1015,7 @@ fn limiter_debug_shows_the_counts() {
 /// again before the waiter runs: `in_flight` counted the permit as out, and
 /// lowering never revokes permits that are out.
 #[test]
-#[ignore = "src bug: Shared::acquire retires a handed permit against the debt"]
+
 fn waiter_handed_a_permit_before_a_lowering_keeps_it() {
     let mut s0 = service(1);
     let limiter = s0.limiter().clone();
@@ -1042,7 +1042,7 @@ fn waiter_handed_a_permit_before_a_lowering_keeps_it() {
 /// the line: whether it keeps the permit or waits for the next one, no
 /// later waiter is served before it.
 #[test]
-#[ignore = "src bug: Shared::acquire re-queues a handed waiter at the back after paying debt"]
+
 fn waiter_handed_a_permit_before_a_lowering_keeps_its_place_in_line() {
     let mut s0 = service(2);
     let limiter = s0.limiter().clone();
@@ -1068,7 +1068,7 @@ fn waiter_handed_a_permit_before_a_lowering_keeps_its_place_in_line() {
 /// debt: `available()` never shows more than can be taken, and at rest it
 /// equals the limit.
 #[test]
-#[ignore = "src bug: a cancelled waiter's handed permit returns to the semaphore past the debt"]
+
 fn cancelling_a_waiter_handed_a_permit_before_a_lowering_pays_the_debt() {
     let mut s0 = service(2);
     let limiter = s0.limiter().clone();
@@ -1101,7 +1101,7 @@ fn cancelling_a_waiter_handed_a_permit_before_a_lowering_pays_the_debt() {
 /// The plainest form of the last bug: every waiter was handed a permit, the
 /// limit is lowered, and all of them are cancelled.
 #[test]
-#[ignore = "src bug: a cancelled waiter's handed permit returns to the semaphore past the debt"]
+
 fn cancelling_handed_waiters_after_a_lowering_leaves_available_at_the_limit() {
     let mut s0 = service(2);
     let limiter = s0.limiter().clone();

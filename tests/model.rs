@@ -408,7 +408,7 @@ proptest! {
     /// Fails today: see `waiter_handed_a_permit_before_a_lowering_*` in
     /// tests/concurrency.rs.
     #[test]
-    #[ignore = "src bug: a lowering while a waiter was handed a permit it has not polled for"]
+
     fn limiter_matches_the_model_when_the_limit_moves_under_a_handed_waiter(
         limit in 1..=4usize,
         ops in vec(op(), 1..200),

@@ -35,6 +35,7 @@ mod lifo;
 mod permit;
 mod policy;
 mod poll;
+mod queued;
 mod rejected;
 mod shared;
 

@@ -11,6 +11,7 @@ use super::control::Control;
 use super::hold::Hold;
 use super::lifo::LifoState;
 use super::permit::Start;
+use super::queued::Queued;
 use super::Permit;
 use crate::adaptive::{LimitAlgorithm, Sample};
 
@@ -21,7 +22,7 @@ use crate::adaptive::{LimitAlgorithm, Sample};
 /// lowered limit still has to take back from permits that are out; every
 /// returning or newly taken permit pays it first.
 pub(super) struct Shared {
-    semaphore: Semaphore,
+    semaphore: Arc<Semaphore>,
     limit: AtomicUsize,
     debt: AtomicUsize,
     waiting: AtomicUsize,
@@ -47,7 +48,7 @@ impl Shared {
 
     fn with_control(limit: usize, control: Option<Control>) -> Self {
         Self {
-            semaphore: Semaphore::new(limit),
+            semaphore: Arc::new(Semaphore::new(limit)),
             limit: AtomicUsize::new(limit),
             debt: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
@@ -164,18 +165,14 @@ impl Shared {
 
     /// Waits in the semaphore's own queue, first in first out, without
     /// counting itself: callers hold a [`QueuePlace`]. Dropping the future
-    /// leaves the queue and takes nothing. A slot that arrives while
-    /// admissions are held goes back, and the wait resumes when the hold
-    /// ends.
+    /// leaves the queue and takes nothing. A slot the semaphore hands over
+    /// is kept even if the limit was lowered since (it was counted in
+    /// flight, and permits in flight are never revoked); one that arrives
+    /// while admissions are held goes back, and the wait resumes when the
+    /// hold ends.
     pub(super) async fn acquire_queued(self: Arc<Self>) -> Permit {
         loop {
-            // The semaphore is never closed.
-            if let Ok(slot) = self.semaphore.acquire().await {
-                slot.forget();
-            }
-            if self.pay_debt() {
-                continue;
-            }
+            Queued::new(Arc::clone(&self.semaphore).acquire_owned(), &self).await;
             if let Some(until) = self.held_until() {
                 self.release();
                 tokio::time::sleep_until(until).await;
@@ -198,6 +195,16 @@ impl Shared {
         }
     }
 
+    /// Retires free slots against the debt while both exist.
+    fn reclaim_free(&self) {
+        while self.debt.load(SeqCst) != 0 && self.semaphore.forget_permits(1) == 1 {
+            if !self.pay_debt() {
+                self.semaphore.add_permits(1);
+                return;
+            }
+        }
+    }
+
     /// Retires one slot against the debt, if anything is owed.
     fn pay_debt(&self) -> bool {
         self.debt.load(SeqCst) != 0
@@ -215,6 +222,9 @@ impl Shared {
             let cut = old - new;
             let freed = self.semaphore.forget_permits(cut);
             self.debt.fetch_add(cut - freed, SeqCst);
+            // A permit released between the two lines above went back to
+            // the semaphore although it was owed: take it now.
+            self.reclaim_free();
         } else if new > old {
             let raise = new - old;
             let owed = self
