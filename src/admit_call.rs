@@ -9,18 +9,19 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower_service::Service;
 
-use crate::{Admit, Limiter, Permit, Policy, Rejected};
+use crate::{Admit, Permit, Rejected};
 
 pin_project! {
     /// Admits, then calls; resolves to the inner outcome with its permit,
     /// or to the rejection. Waiting happens here, not in `poll_ready`, so a
     /// dropped request leaves the queue at once and a refused one leaves
-    /// nothing queued behind it.
+    /// nothing queued behind it. Without an `Admit` (a bypassed request) it
+    /// just calls.
     pub(crate) struct AdmitCall<S, Req>
     where
         S: Service<Req>,
     {
-        admit: Admit,
+        admit: Option<Admit>,
         call: Option<(S, Req)>,
         permit: Option<Permit>,
         timed: bool,
@@ -35,19 +36,14 @@ where
     S: Service<Req> + Clone,
 {
     /// Takes the ready `inner` (leaving a clone in its place, as
-    /// `poll_ready` readied the original) and starts admission. With
-    /// `timed`, the moment of admission is read from the clock.
-    pub(crate) fn start(
-        limiter: &Limiter,
-        policy: &Policy,
-        inner: &mut S,
-        request: Req,
-        timed: bool,
-    ) -> Self {
+    /// `poll_ready` readied the original) and starts `admit`, or with
+    /// `None` skips admission. With `timed`, the moment of admission is
+    /// read from the clock.
+    pub(crate) fn start(admit: Option<Admit>, inner: &mut S, request: Req, timed: bool) -> Self {
         let clone = inner.clone();
         let ready = std::mem::replace(inner, clone);
         Self {
-            admit: limiter.admit(policy),
+            admit,
             call: Some((ready, request)),
             permit: None,
             timed,
@@ -57,11 +53,11 @@ where
     }
 }
 
-/// What an admitted request came to: the inner outcome, its permit, and
-/// when it was admitted if the call was timed.
+/// What a request that ran came to: the inner outcome, its permit (none if
+/// it bypassed the limit), and when it was admitted if the call was timed.
 pub(crate) type Admitted<S, Req> = (
     Result<<S as Service<Req>>::Response, <S as Service<Req>>::Error>,
-    Permit,
+    Option<Permit>,
     Option<Instant>,
 );
 
@@ -74,18 +70,15 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         if this.future.is_none() {
-            let permit = ready!(Pin::new(&mut *this.admit).poll(cx))?;
-            *this.permit = Some(permit);
-            *this.admitted_at = this.timed.then(Instant::now);
-            let (mut inner, request) = this.call.take().expect("admitted once");
+            if let Some(admit) = this.admit.as_mut() {
+                *this.permit = Some(ready!(Pin::new(admit).poll(cx))?);
+                *this.admitted_at = this.timed.then(Instant::now);
+            }
+            let (mut inner, request) = this.call.take().expect("AdmitCall polled after completion");
             this.future.set(Some(inner.call(request)));
         }
         let future = this.future.as_pin_mut().expect("called after admission");
         let outcome = ready!(future.poll(cx));
-        let permit = this
-            .permit
-            .take()
-            .expect("AdmitCall polled after completion");
-        Poll::Ready(Ok((outcome, permit, *this.admitted_at)))
+        Poll::Ready(Ok((outcome, this.permit.take(), *this.admitted_at)))
     }
 }

@@ -19,16 +19,21 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub)]
 
-mod admit_call;
 pub mod adaptive;
+mod admit_call;
 pub mod concurrency_limit;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod limiter;
 pub mod policy_limit;
+#[cfg(feature = "sim")]
+pub mod sim;
 
 pub use crate::concurrency_limit::{ConcurrencyLimit, ConcurrencyLimitLayer, ResponseFuture};
-pub use crate::limiter::{Admit, InvalidLimit, Limiter, Order, Permit, Policy, Reason, Rejected};
+pub use crate::limiter::{
+    Admit, InvalidLimit, InvalidShares, Limiter, Order, Partition, PartitionStats, Permit, Policy,
+    Reason, Rejected,
+};
 pub use crate::policy_limit::{PolicyLimit, PolicyLimitLayer};
 
 /// A boxed, thread-safe error: the same type as `tower::BoxError`.

@@ -6,6 +6,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
+use super::keyed::KeyPermit;
 use crate::Permit;
 
 pin_project! {
@@ -116,16 +117,24 @@ impl<B> std::fmt::Debug for ResponseBody<B> {
     }
 }
 
-/// A permit held for a response, timed when `Retry-After` is estimated.
+/// What a response holds until it is done: its permit (none if it
+/// bypassed the limit) and its key's count, timed when `Retry-After` is
+/// estimated.
 pub(super) struct Held {
-    permit: Permit,
+    permit: Option<Permit>,
+    _key: Option<KeyPermit>,
     admitted_at: Option<Instant>,
 }
 
 impl Held {
-    pub(super) fn new(permit: Permit, admitted_at: Option<Instant>) -> Self {
+    pub(super) fn new(
+        permit: Option<Permit>,
+        key: Option<KeyPermit>,
+        admitted_at: Option<Instant>,
+    ) -> Self {
         Self {
             permit,
+            _key: key,
             admitted_at,
         }
     }
@@ -133,8 +142,8 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        if let Some(at) = self.admitted_at {
-            self.permit.record_hold(at.elapsed());
+        if let (Some(permit), Some(at)) = (&self.permit, self.admitted_at) {
+            permit.record_hold(at.elapsed());
         }
     }
 }

@@ -41,7 +41,11 @@ impl<B, E> Classify<Result<Response<B>, E>> for HttpClassifier {
 
 /// How long a `503` or `429` response asks its client to wait: its
 /// `Retry-After` as delay-seconds or an HTTP date, at most `max`.
-pub(super) fn retry_after(status: StatusCode, headers: &HeaderMap, max: Duration) -> Option<Duration> {
+pub(super) fn retry_after(
+    status: StatusCode,
+    headers: &HeaderMap,
+    max: Duration,
+) -> Option<Duration> {
     if status != StatusCode::SERVICE_UNAVAILABLE && status != StatusCode::TOO_MANY_REQUESTS {
         return None;
     }
@@ -71,13 +75,21 @@ mod tests {
     fn retry_after_reads_seconds_and_dates_and_caps_them() {
         let max = Duration::from_secs(30);
         let busy = StatusCode::SERVICE_UNAVAILABLE;
-        assert_eq!(retry_after(busy, &headers("5"), max), Some(Duration::from_secs(5)));
+        assert_eq!(
+            retry_after(busy, &headers("5"), max),
+            Some(Duration::from_secs(5))
+        );
         assert_eq!(retry_after(busy, &headers("3600"), max), Some(max));
         assert_eq!(retry_after(busy, &headers("0"), max), None);
         assert_eq!(retry_after(busy, &headers("soon"), max), None);
         assert_eq!(retry_after(StatusCode::OK, &headers("5"), max), None);
         let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
-        let wait = retry_after(StatusCode::TOO_MANY_REQUESTS, &headers(&later), Duration::from_secs(600)).unwrap();
+        let wait = retry_after(
+            StatusCode::TOO_MANY_REQUESTS,
+            &headers(&later),
+            Duration::from_secs(600),
+        )
+        .unwrap();
         assert!(wait > Duration::from_secs(100) && wait <= Duration::from_secs(120));
         let past = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(120));
         assert_eq!(retry_after(busy, &headers(&past), max), None);
@@ -86,12 +98,30 @@ mod tests {
     #[test]
     fn statuses_classify_as_documented() {
         assert_eq!(HttpClassifier::status(StatusCode::OK), Outcome::Success);
-        assert_eq!(HttpClassifier::status(StatusCode::NOT_MODIFIED), Outcome::Success);
-        assert_eq!(HttpClassifier::status(StatusCode::SERVICE_UNAVAILABLE), Outcome::Overload);
-        assert_eq!(HttpClassifier::status(StatusCode::TOO_MANY_REQUESTS), Outcome::Overload);
-        assert_eq!(HttpClassifier::status(StatusCode::GATEWAY_TIMEOUT), Outcome::Overload);
-        assert_eq!(HttpClassifier::status(StatusCode::NOT_FOUND), Outcome::Ignore);
-        assert_eq!(HttpClassifier::status(StatusCode::INTERNAL_SERVER_ERROR), Outcome::Ignore);
+        assert_eq!(
+            HttpClassifier::status(StatusCode::NOT_MODIFIED),
+            Outcome::Success
+        );
+        assert_eq!(
+            HttpClassifier::status(StatusCode::SERVICE_UNAVAILABLE),
+            Outcome::Overload
+        );
+        assert_eq!(
+            HttpClassifier::status(StatusCode::TOO_MANY_REQUESTS),
+            Outcome::Overload
+        );
+        assert_eq!(
+            HttpClassifier::status(StatusCode::GATEWAY_TIMEOUT),
+            Outcome::Overload
+        );
+        assert_eq!(
+            HttpClassifier::status(StatusCode::NOT_FOUND),
+            Outcome::Ignore
+        );
+        assert_eq!(
+            HttpClassifier::status(StatusCode::INTERNAL_SERVER_ERROR),
+            Outcome::Ignore
+        );
         let err: Result<Response<()>, ()> = Err(());
         assert_eq!(HttpClassifier.classify(&err), Outcome::Overload);
     }

@@ -9,6 +9,7 @@ use tower_service::Service;
 
 use super::body::Held;
 use super::classify::retry_after;
+use super::keyed::KeyPermit;
 use super::layer::Config;
 use super::{HttpClassifier, Release, ResponseBody};
 use crate::adaptive::Classify;
@@ -30,6 +31,7 @@ pin_project! {
     {
         #[pin]
         inner: AdmitCall<S, Req>,
+        key: Option<KeyPermit>,
         limiter: Limiter,
         config: Arc<Config>,
         classifier: C,
@@ -42,12 +44,14 @@ where
 {
     pub(super) fn new(
         inner: AdmitCall<S, Req>,
+        key: Option<KeyPermit>,
         limiter: Limiter,
         config: Arc<Config>,
         classifier: C,
     ) -> Self {
         Self {
             inner,
+            key,
             limiter,
             config,
             classifier,
@@ -64,14 +68,13 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let (outcome, permit, admitted_at) = match ready!(this.inner.poll(cx)) {
+        let (outcome, mut permit, admitted_at) = match ready!(this.inner.poll(cx)) {
             Ok(admitted) => admitted,
             Err(rejected) => {
                 return Poll::Ready(Ok(this.config.rejection.respond(rejected, this.limiter)))
             }
         };
-        let mut permit = permit;
-        if permit.wants_outcome() {
+        if let Some(permit) = permit.as_mut().filter(|p| p.wants_outcome()) {
             permit.record(this.classifier.classify(&outcome));
         }
         if let (Some(max), Ok(response)) = (this.config.honor_retry_after, &outcome) {
@@ -79,7 +82,7 @@ where
                 this.limiter.hold_until(tokio::time::Instant::now() + wait);
             }
         }
-        let held = Held::new(permit, admitted_at);
+        let held = Held::new(permit, this.key.take(), admitted_at);
         let held = match this.config.release {
             Release::BodyEnd => Some(held),
             Release::Head => None,

@@ -91,8 +91,10 @@
 mod body;
 mod classify;
 mod future;
+mod keyed;
 mod layer;
 mod rejection;
+mod rules;
 mod service;
 
 pub use self::body::ResponseBody;
@@ -100,6 +102,7 @@ pub use self::classify::HttpClassifier;
 pub use self::future::ResponseFuture;
 pub use self::layer::HttpLimitLayer;
 pub use self::rejection::{Rejection, RetryAfter};
+pub use self::rules::RequestHead;
 pub use self::service::HttpLimit;
 
 /// When an HTTP response gives its permit back.

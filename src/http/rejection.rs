@@ -26,6 +26,7 @@ use crate::{Limiter, Rejected};
 #[derive(Debug, Clone)]
 pub struct Rejection {
     status: StatusCode,
+    per_key_status: StatusCode,
     retry_after: RetryAfter,
     body: Option<Bytes>,
     content_type: HeaderValue,
@@ -69,10 +70,20 @@ impl Rejection {
     pub fn with_status(status: StatusCode) -> Self {
         Self {
             status,
+            per_key_status: StatusCode::TOO_MANY_REQUESTS,
             retry_after: RetryAfter::Seconds(1),
             body: None,
             content_type: HeaderValue::from_static("text/plain; charset=utf-8"),
         }
+    }
+
+    /// The status for a request refused because its own key was full
+    /// (see [`HttpLimitLayer::limit_per_key`](super::HttpLimitLayer::limit_per_key));
+    /// default `429 Too Many Requests`: the client, not the service, should
+    /// slow down.
+    pub fn per_key_status(mut self, status: StatusCode) -> Self {
+        self.per_key_status = status;
+        self
     }
 
     /// Sets the `Retry-After` header.
@@ -132,7 +143,11 @@ impl Rejection {
             None => Bytes::from(format!("{rejected}\n")),
         };
         let mut response = Response::new(B::from(body));
-        *response.status_mut() = self.status;
+        *response.status_mut() = if rejected.is_per_key() {
+            self.per_key_status
+        } else {
+            self.status
+        };
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, self.content_type.clone());
         if let Some(seconds) = self.retry_after_seconds(limiter) {

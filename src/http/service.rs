@@ -7,10 +7,11 @@ use http_body::Body;
 use tower_service::Service;
 
 use super::layer::Config;
+use super::rules::RequestHead;
 use super::{HttpClassifier, ResponseBody, ResponseFuture};
 use crate::adaptive::Classify;
 use crate::admit_call::AdmitCall;
-use crate::Limiter;
+use crate::{Admit, Limiter};
 
 /// An HTTP service behind a shared concurrency limit: see the
 /// [module docs](crate::http). Built by [`HttpLimitLayer`](super::HttpLimitLayer).
@@ -69,16 +70,30 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let rules = &self.config.rules;
+        let head = RequestHead::of(&request);
+        let (admit, key) = if rules.bypass.as_ref().is_some_and(|bypass| bypass(&head)) {
+            self.limiter.count_bypass();
+            (None, None)
+        } else {
+            let key = rules
+                .key
+                .as_ref()
+                .and_then(|(table, rule)| rule(&head).map(|hash| table.enter(hash)));
+            match key {
+                Some(Err(refused)) => (Some(Admit::rejected(refused)), None),
+                key => {
+                    let partition = rules.partition.as_ref().and_then(|rule| rule(&head));
+                    let admit = self.limiter.admit_in(&self.config.policy, partition);
+                    (Some(admit), key.and_then(Result::ok))
+                }
+            }
+        };
         let timed = self.config.rejection.needs_timing();
-        let admit = AdmitCall::start(
-            &self.limiter,
-            &self.config.policy,
-            &mut self.inner,
-            request,
-            timed,
-        );
+        let call = AdmitCall::start(admit, &mut self.inner, request, timed);
         ResponseFuture::new(
-            admit,
+            call,
+            key,
             self.limiter.clone(),
             Arc::clone(&self.config),
             self.classifier.clone(),

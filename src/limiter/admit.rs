@@ -5,9 +5,9 @@ use std::task::{Context, Poll};
 
 use tokio::time::Instant;
 
-use super::lifo::LifoWait;
+use super::dispatch::{Class, DispatchWait};
 use super::shared::Shared;
-use super::{Order, Permit, Policy, Reason, Rejected};
+use super::{Order, Partition, Permit, Policy, Reason, Rejected};
 
 type Waiting = Pin<Box<dyn Future<Output = Result<Permit, Rejected>> + Send>>;
 
@@ -28,8 +28,11 @@ enum State {
 }
 
 impl Admit {
-    pub(super) fn new(shared: &Arc<Shared>, policy: &Policy) -> Self {
-        if let Some(permit) = shared.try_acquire() {
+    pub(super) fn new(shared: &Arc<Shared>, policy: &Policy, partition: Option<Partition>) -> Self {
+        if let Some(mut permit) = shared.try_acquire() {
+            if let Some(partition) = partition {
+                permit.join(partition);
+            }
             return Self::decided(Ok(permit));
         }
         let Some(place) = shared.enter_queue(policy.max_waiting()) else {
@@ -45,14 +48,27 @@ impl Admit {
             )));
         };
         let shared = Arc::clone(shared);
-        let (order, timeout) = (policy.order(), policy.wait_timeout());
+        let lifo = policy.order() == Order::Lifo;
+        // On a partitioned limiter every wait is dispatched, so shares hold;
+        // otherwise only LIFO needs the dispatcher.
+        let class = match shared.partitions.get() {
+            Some(_) => Some(Class {
+                lifo,
+                partition: Some(partition),
+            }),
+            None => lifo.then_some(Class {
+                lifo,
+                partition: None,
+            }),
+        };
+        let timeout = policy.wait_timeout();
         let waiting = async move {
             let _place = place;
             let since = Instant::now();
             let permit = async {
-                match order {
-                    Order::Fifo => Arc::clone(&shared).acquire_queued().await,
-                    Order::Lifo => LifoWait::new(Arc::clone(&shared)).await,
+                match class {
+                    None => Arc::clone(&shared).acquire_queued().await,
+                    Some(class) => DispatchWait::new(Arc::clone(&shared), class).await,
                 }
             };
             match timeout {
@@ -65,6 +81,12 @@ impl Admit {
         Self {
             state: State::Waiting(Box::pin(waiting)),
         }
+    }
+
+    /// An admission already refused, for rules checked before the limit.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn rejected(rejected: Rejected) -> Self {
+        Self::decided(Err(rejected))
     }
 
     fn decided(outcome: Result<Permit, Rejected>) -> Self {

@@ -29,9 +29,10 @@
 
 mod admit;
 mod control;
+mod dispatch;
 mod error;
 mod hold;
-mod lifo;
+mod partition;
 mod permit;
 mod policy;
 mod poll;
@@ -44,6 +45,8 @@ use std::sync::Arc;
 
 pub use self::admit::Admit;
 pub use self::error::InvalidLimit;
+use self::partition::Partitions;
+pub use self::partition::{InvalidShares, Partition, PartitionStats};
 pub use self::permit::Permit;
 pub use self::policy::{Order, Policy};
 pub(crate) use self::poll::PollPermit;
@@ -228,7 +231,80 @@ impl Limiter {
     /// # }
     /// ```
     pub fn admit(&self, policy: &Policy) -> Admit {
-        Admit::new(&self.shared, policy)
+        Admit::new(&self.shared, policy, None)
+    }
+
+    /// Like [`admit`](Self::admit), for a request of `partition` (`None`:
+    /// it matched no partition). See [`partitioned`](Self::partitioned).
+    pub fn admit_in(&self, policy: &Policy, partition: Option<Partition>) -> Admit {
+        Admit::new(&self.shared, policy, partition)
+    }
+
+    /// Splits the limit into named partitions with guaranteed shares, such
+    /// as live traffic 90% and batch 10%.
+    ///
+    /// Shares are enforced only when the limit is saturated: while permits
+    /// are free, any request takes one, so a lone batch job may use the
+    /// whole limit at night. Once every permit is taken, each permit that
+    /// comes back goes first to a waiter whose partition holds fewer than
+    /// its guaranteed `max(1, ceil(limit × share))` permits, then to other
+    /// partitions' waiters, and last to requests that matched no partition,
+    /// which only ever get spare capacity. No permit in use is revoked, so
+    /// a partition below its share gets its share as permits come back.
+    /// Shares follow the limit as it moves (adaptive limits included).
+    ///
+    /// Shares must each be above 0 and add up to at most 1; a limiter is
+    /// partitioned once. Requests are placed in partitions by the HTTP
+    /// layer's [`partition_by`](crate::http::HttpLimitLayer::partition_by),
+    /// or by [`admit_in`](Self::admit_in).
+    ///
+    /// ```
+    /// use tower_concurrency::Limiter;
+    ///
+    /// let limiter = Limiter::new(100).partitioned([("live", 0.9), ("batch", 0.1)])?;
+    /// let live = limiter.partition("live").unwrap();
+    /// let stats = limiter.partition_stats();
+    /// assert_eq!((stats[0].name.as_str(), stats[0].guaranteed), ("live", 90));
+    /// # let _ = live;
+    /// # Ok::<(), tower_concurrency::InvalidShares>(())
+    /// ```
+    pub fn partitioned<N: Into<String>>(
+        self,
+        shares: impl IntoIterator<Item = (N, f64)>,
+    ) -> Result<Self, InvalidShares> {
+        let partitions = Partitions::new(shares)?;
+        self.shared
+            .partitions
+            .set(partitions)
+            .map_err(|_| InvalidShares::already_partitioned())?;
+        Ok(self)
+    }
+
+    /// The partition named `name`, if this limiter has it.
+    pub fn partition(&self, name: &str) -> Option<Partition> {
+        self.shared.partitions.get()?.find(name)
+    }
+
+    /// Each partition's share, guarantee at the current limit, and permits
+    /// held now; empty for a limiter without partitions.
+    pub fn partition_stats(&self) -> Vec<PartitionStats> {
+        self.shared
+            .partitions
+            .get()
+            .map(|p| p.stats(self.limit()))
+            .unwrap_or_default()
+    }
+
+    /// Requests that skipped this limit through a bypass rule (see
+    /// [`HttpLimitLayer::bypass`](crate::http::HttpLimitLayer::bypass)).
+    pub fn bypassed(&self) -> u64 {
+        self.shared.bypassed()
+    }
+
+    /// Counts one request that skipped the limit.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn count_bypass(&self) {
+        self.shared.count_bypass();
     }
 
     /// How long a permit is held on average (a moving average over recent

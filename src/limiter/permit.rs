@@ -3,6 +3,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use super::partition::Partition;
 use super::shared::Shared;
 use crate::adaptive::{Outcome, Sample};
 
@@ -23,6 +24,7 @@ use crate::adaptive::{Outcome, Sample};
 pub struct Permit {
     shared: Arc<Shared>,
     start: Option<Start>,
+    partition: Option<Partition>,
 }
 
 /// When an adaptive limiter's permit was admitted, and with how many in flight.
@@ -35,7 +37,39 @@ pub(super) struct Start {
 impl Permit {
     /// Wraps a slot that was already taken from the semaphore.
     pub(super) fn new(shared: Arc<Shared>, start: Option<Start>) -> Self {
-        Self { shared, start }
+        Self {
+            shared,
+            start,
+            partition: None,
+        }
+    }
+
+    /// Counts this permit in `partition`'s share.
+    pub(super) fn join(&mut self, partition: Partition) {
+        self.leave_partition();
+        if let Some(partitions) = self.shared.partitions.get() {
+            partitions.join(partition);
+            self.partition = Some(partition);
+        }
+    }
+
+    /// Stops counting this permit in its partition, to hand it on.
+    pub(super) fn leave(mut self) -> Self {
+        self.leave_partition();
+        self
+    }
+
+    fn leave_partition(&mut self) {
+        if let (Some(partition), Some(partitions)) =
+            (self.partition.take(), self.shared.partitions.get())
+        {
+            partitions.leave(partition);
+        }
+    }
+
+    /// The partition this permit counts in, if any.
+    pub fn partition(&self) -> Option<Partition> {
+        self.partition
     }
 
     /// Whether [`record`](Self::record) would teach the limiter something:
@@ -79,6 +113,7 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        self.leave_partition();
         self.shared.release();
     }
 }

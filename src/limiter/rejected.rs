@@ -26,10 +26,16 @@ pub enum Reason {
     /// [`Limiter::hold_until`](crate::Limiter::hold_until)), and the policy
     /// does not queue.
     Held,
+    /// The request's key (client, tenant, API key) has as many requests in
+    /// flight as a key may; [`limit`](Rejected::limit) is that per-key limit.
+    KeyFull,
+    /// As many distinct keys have requests in flight as are tracked;
+    /// [`limit`](Rejected::limit) is that number of keys.
+    TooManyKeys,
 }
 
 impl Rejected {
-    pub(super) fn new(reason: Reason, limit: usize, waited: Duration) -> Self {
+    pub(crate) fn new(reason: Reason, limit: usize, waited: Duration) -> Self {
         Self {
             reason,
             limit,
@@ -42,9 +48,16 @@ impl Rejected {
         self.reason
     }
 
-    /// The limit in force when it was refused.
+    /// The limit in force when it was refused: the concurrency limit, or
+    /// for [`Reason::KeyFull`] the per-key limit, or for
+    /// [`Reason::TooManyKeys`] the number of keys tracked.
     pub fn limit(&self) -> usize {
         self.limit
+    }
+
+    /// Whether the request's own key was full, rather than the service.
+    pub fn is_per_key(&self) -> bool {
+        self.reason == Reason::KeyFull
     }
 
     /// How long it waited before it was refused (zero unless timed out).
@@ -60,6 +73,16 @@ impl fmt::Display for Rejected {
             Reason::QueueFull => write!(
                 f,
                 "concurrency limit of {} reached and its queue is full",
+                self.limit
+            ),
+            Reason::KeyFull => write!(
+                f,
+                "too many requests in flight for this client: at most {} at once",
+                self.limit
+            ),
+            Reason::TooManyKeys => write!(
+                f,
+                "too many clients have requests in flight (at most {})",
                 self.limit
             ),
             Reason::Held => write!(

@@ -1,15 +1,16 @@
 //! The state every handle of one limit points at.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::control::Control;
+use super::dispatch::DispatchState;
 use super::hold::Hold;
-use super::lifo::LifoState;
+use super::partition::{Partition, Partitions};
 use super::permit::Start;
 use super::queued::Queued;
 use super::Permit;
@@ -27,7 +28,9 @@ pub(super) struct Shared {
     debt: AtomicUsize,
     waiting: AtomicUsize,
     resize: Mutex<()>,
-    pub(super) lifo: Mutex<LifoState>,
+    pub(super) dispatch: Mutex<DispatchState>,
+    pub(super) partitions: OnceLock<Partitions>,
+    bypassed: AtomicU64,
     /// Moving average of how long permits are held, in nanoseconds (0: no
     /// sample yet); fed only by callers that time their requests.
     mean_hold_nanos: AtomicU64,
@@ -53,11 +56,28 @@ impl Shared {
             debt: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
             resize: Mutex::new(()),
-            lifo: Mutex::default(),
+            dispatch: Mutex::default(),
+            partitions: OnceLock::new(),
+            bypassed: AtomicU64::new(0),
             mean_hold_nanos: AtomicU64::new(0),
             control,
             hold: Hold::default(),
         }
+    }
+
+    /// Whether `partition` holds fewer permits than its guaranteed share.
+    pub(super) fn below_share(&self, partition: Partition) -> bool {
+        self.partitions
+            .get()
+            .is_some_and(|p| p.in_flight(partition) < p.guaranteed(partition, self.limit()))
+    }
+
+    pub(super) fn count_bypass(&self) {
+        self.bypassed.fetch_add(1, Relaxed);
+    }
+
+    pub(super) fn bypassed(&self) -> u64 {
+        self.bypassed.load(Relaxed)
     }
 
     pub(super) fn is_adaptive(&self) -> bool {

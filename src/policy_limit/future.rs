@@ -7,7 +7,7 @@ use tower_service::Service;
 
 use crate::adaptive::{Classify, DefaultClassifier};
 use crate::admit_call::AdmitCall;
-use crate::BoxError;
+use crate::{BoxError, Permit};
 
 pin_project! {
     /// The response future of [`PolicyLimit`](super::PolicyLimit): waits
@@ -43,11 +43,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let (outcome, mut permit, _) = ready!(this.inner.poll(cx))?;
-        if permit.wants_outcome() {
+        let (outcome, permit, _) = ready!(this.inner.poll(cx))?;
+        if let Some(mut permit) = permit.filter(Permit::wants_outcome) {
             permit.record(this.classifier.classify(&outcome));
         }
-        drop(permit);
         Poll::Ready(outcome.map_err(Into::into))
     }
 }

@@ -53,6 +53,7 @@ impl<S, C: Clone> Layer<S> for PolicyLimitLayer<C> {
     type Service = PolicyLimit<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        PolicyLimit::new(inner, self.limiter.clone(), self.policy).classifier(self.classifier.clone())
+        PolicyLimit::new(inner, self.limiter.clone(), self.policy)
+            .classifier(self.classifier.clone())
     }
 }

@@ -78,7 +78,8 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let admit = AdmitCall::start(&self.limiter, &self.policy, &mut self.inner, request, false);
+        let admit = Some(self.limiter.admit(&self.policy));
+        let admit = AdmitCall::start(admit, &mut self.inner, request, false);
         ResponseFuture::new(admit, self.classifier.clone())
     }
 }

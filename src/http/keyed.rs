@@ -1,0 +1,151 @@
+//! At most N requests in flight per key (client IP, API key, tenant).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::{Reason, Rejected};
+
+const SHARDS: usize = 32;
+
+/// The keys with requests in flight, and how many each.
+///
+/// Keys are kept as 64-bit hashes under a random per-table seed, so a
+/// tracked key costs a few words whatever its size, and an entry exists only
+/// while its key has something in flight: a million keys seen once each
+/// leave nothing behind. Distinct keys whose hashes collide (about one pair
+/// in 2^32 among 65,536 keys in flight at once) share a count.
+pub(super) struct KeyTable {
+    per_key: usize,
+    max_keys: usize,
+    hasher: RandomState,
+    tracked: AtomicUsize,
+    shards: Box<[Mutex<HashMap<u64, usize>>]>,
+}
+
+impl std::fmt::Debug for KeyTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyTable")
+            .field("per_key", &self.per_key)
+            .field("max_keys", &self.max_keys)
+            .field("tracked", &self.tracked())
+            .finish()
+    }
+}
+
+impl KeyTable {
+    pub(super) fn new(per_key: usize, max_keys: usize) -> Self {
+        Self {
+            per_key,
+            max_keys,
+            hasher: RandomState::new(),
+            tracked: AtomicUsize::new(0),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    pub(super) fn hash(&self, key: &impl Hash) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// Keys with something in flight now.
+    pub(super) fn tracked(&self) -> usize {
+        self.tracked.load(SeqCst)
+    }
+
+    fn shard(&self, hash: u64) -> MutexGuard<'_, HashMap<u64, usize>> {
+        let shard = &self.shards[(hash as usize) % SHARDS];
+        shard.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts one more request of key `hash`, or says why not.
+    pub(super) fn enter(self: &Arc<Self>, hash: u64) -> Result<KeyPermit, Rejected> {
+        let mut shard = self.shard(hash);
+        match shard.get_mut(&hash) {
+            Some(count) if *count >= self.per_key => {
+                return Err(Rejected::new(
+                    Reason::KeyFull,
+                    self.per_key,
+                    Default::default(),
+                ))
+            }
+            Some(count) => *count += 1,
+            None => {
+                let room = self
+                    .tracked
+                    .fetch_update(SeqCst, SeqCst, |t| (t < self.max_keys).then_some(t + 1));
+                if room.is_err() {
+                    return Err(Rejected::new(
+                        Reason::TooManyKeys,
+                        self.max_keys,
+                        Default::default(),
+                    ));
+                }
+                shard.insert(hash, 1);
+            }
+        }
+        Ok(KeyPermit {
+            table: Arc::clone(self),
+            hash,
+        })
+    }
+
+    fn leave(&self, hash: u64) {
+        let mut shard = self.shard(hash);
+        if let Some(count) = shard.get_mut(&hash) {
+            *count -= 1;
+            if *count == 0 {
+                shard.remove(&hash);
+                self.tracked.fetch_sub(1, SeqCst);
+            }
+        }
+    }
+}
+
+/// One request counted against its key; dropping it gives the count back.
+#[derive(Debug)]
+pub(super) struct KeyPermit {
+    table: Arc<KeyTable>,
+    hash: u64,
+}
+
+impl Drop for KeyPermit {
+    fn drop(&mut self) {
+        self.table.leave(self.hash);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_per_key_and_forgets_idle_keys() {
+        let table = Arc::new(KeyTable::new(2, 3));
+        let (a, b) = (table.hash(&"a"), table.hash(&"b"));
+        let a1 = table.enter(a).unwrap();
+        let a2 = table.enter(a).unwrap();
+        assert_eq!(table.enter(a).unwrap_err().reason(), Reason::KeyFull);
+        let b1 = table.enter(b).unwrap();
+        assert_eq!(table.tracked(), 2);
+        drop((a1, a2));
+        assert_eq!(table.tracked(), 1, "an idle key takes no memory");
+        drop(b1);
+        assert_eq!(table.tracked(), 0);
+        assert!(table.shards.iter().all(|s| s.lock().unwrap().is_empty()));
+    }
+
+    #[test]
+    fn refuses_new_keys_past_the_cap() {
+        let table = Arc::new(KeyTable::new(5, 2));
+        let held: Vec<_> = (0..2)
+            .map(|k| table.enter(table.hash(&k)).unwrap())
+            .collect();
+        let err = table.enter(table.hash(&99)).unwrap_err();
+        assert_eq!(err.reason(), Reason::TooManyKeys);
+        let again = table.enter(table.hash(&0)).unwrap();
+        drop((held, again));
+        assert!(table.enter(table.hash(&99)).is_ok());
+    }
+}
