@@ -82,6 +82,7 @@ impl<S, C: Clone> Layer<S> for ConcurrencyLimitLayer<C> {
     type Service = ConcurrencyLimit<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ConcurrencyLimit::from_limiter(inner, self.limiter.clone()).classifier(self.classifier.clone())
+        ConcurrencyLimit::from_limiter(inner, self.limiter.clone())
+            .classifier(self.classifier.clone())
     }
 }

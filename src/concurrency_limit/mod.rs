@@ -75,9 +75,9 @@
 //! - **Bad limits are refused.** A limit of 0 (which in tower waits
 //!   forever) or above tokio's maximum panics with the value in the
 //!   message; the `try_new` constructors return [`InvalidLimit`].
-//! - **Fewer allocations while waiting.** A free permit is taken with no
-//!   allocation; a service that has to wait boxes its queued acquisition
-//!   once and reuses the box for every later wait.
+//! - **The same allocations as tower.** A free permit is taken with no
+//!   allocation; a service value that has to wait boxes its queued
+//!   acquisition once and reuses the box for every later wait.
 //!
 //! Like tower's, the permit is given back when the response future
 //! completes, so for HTTP it does not cover a response body that streams

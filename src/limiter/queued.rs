@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use pin_project_lite::pin_project;
-use tokio::sync::{AcquireError, OwnedSemaphorePermit};
+use tokio::sync::{AcquireError, SemaphorePermit};
 
 use super::shared::Shared;
 
@@ -17,7 +17,7 @@ pin_project! {
     /// taken out and given back through [`Shared::release`].
     pub(super) struct Queued<'a, F>
     where
-        F: Future<Output = Result<OwnedSemaphorePermit, AcquireError>>,
+        F: Future<Output = Result<SemaphorePermit<'a>, AcquireError>>,
     {
         #[pin]
         acquire: F,
@@ -25,9 +25,9 @@ pin_project! {
         done: bool,
     }
 
-    impl<F> PinnedDrop for Queued<'_, F>
+    impl<'a, F> PinnedDrop for Queued<'a, F>
     where
-        F: Future<Output = Result<OwnedSemaphorePermit, AcquireError>>,
+        F: Future<Output = Result<SemaphorePermit<'a>, AcquireError>>,
     {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
@@ -45,7 +45,7 @@ pin_project! {
 
 impl<'a, F> Queued<'a, F>
 where
-    F: Future<Output = Result<OwnedSemaphorePermit, AcquireError>>,
+    F: Future<Output = Result<SemaphorePermit<'a>, AcquireError>>,
 {
     pub(super) fn new(acquire: F, shared: &'a Shared) -> Self {
         Self {
@@ -56,9 +56,9 @@ where
     }
 }
 
-impl<F> Future for Queued<'_, F>
+impl<'a, F> Future for Queued<'a, F>
 where
-    F: Future<Output = Result<OwnedSemaphorePermit, AcquireError>>,
+    F: Future<Output = Result<SemaphorePermit<'a>, AcquireError>>,
 {
     /// `false` only if the semaphore was closed, which never happens.
     type Output = bool;
@@ -67,6 +67,6 @@ where
         let this = self.project();
         let slot = std::task::ready!(this.acquire.poll(cx));
         *this.done = true;
-        Poll::Ready(slot.map(OwnedSemaphorePermit::forget).is_ok())
+        Poll::Ready(slot.map(SemaphorePermit::forget).is_ok())
     }
 }

@@ -23,10 +23,12 @@ use crate::adaptive::{LimitAlgorithm, Sample};
 /// lowered limit still has to take back from permits that are out; every
 /// returning or newly taken permit pays it first.
 pub(super) struct Shared {
-    semaphore: Arc<Semaphore>,
+    semaphore: Semaphore,
     limit: AtomicUsize,
     debt: AtomicUsize,
-    waiting: AtomicUsize,
+    /// On a cache line of its own: only waiters touch it, and they should
+    /// not slow down the semaphore next to it.
+    waiting: CachePadded<AtomicUsize>,
     resize: Mutex<()>,
     pub(super) dispatch: Mutex<DispatchState>,
     pub(super) partitions: OnceLock<Partitions>,
@@ -51,10 +53,10 @@ impl Shared {
 
     fn with_control(limit: usize, control: Option<Control>) -> Self {
         Self {
-            semaphore: Arc::new(Semaphore::new(limit)),
+            semaphore: Semaphore::new(limit),
             limit: AtomicUsize::new(limit),
             debt: AtomicUsize::new(0),
-            waiting: AtomicUsize::new(0),
+            waiting: CachePadded(AtomicUsize::new(0)),
             resize: Mutex::new(()),
             dispatch: Mutex::default(),
             partitions: OnceLock::new(),
@@ -87,11 +89,16 @@ impl Shared {
     /// A permit for a slot just taken; an adaptive limiter's permit notes
     /// when it was admitted and how many were in flight.
     fn permit(self: &Arc<Self>) -> Permit {
+        Arc::clone(self).into_permit()
+    }
+
+    /// Like [`permit`](Self::permit), moving the handle in.
+    fn into_permit(self: Arc<Self>) -> Permit {
         let start = self.control.as_ref().map(|_| Start {
             at: Instant::now(),
             in_flight: self.in_flight(),
         });
-        Permit::new(Arc::clone(self), start)
+        Permit::new(self, start)
     }
 
     /// Feeds a finished request to the algorithm and applies its answer.
@@ -183,29 +190,39 @@ impl Shared {
         Some(QueuePlace(Arc::clone(self)))
     }
 
-    /// Waits in the semaphore's own queue, first in first out, without
-    /// counting itself: callers hold a [`QueuePlace`]. Dropping the future
-    /// leaves the queue and takes nothing. A slot the semaphore hands over
-    /// is kept even if the limit was lowered since (it was counted in
-    /// flight, and permits in flight are never revoked); one that arrives
-    /// while admissions are held goes back, and the wait resumes when the
-    /// hold ends.
-    pub(super) async fn acquire_queued(self: Arc<Self>) -> Permit {
+    /// Waits in the semaphore's own queue, first in first out, for a slot,
+    /// without counting itself in `waiting`. Dropping the future leaves the
+    /// queue and takes nothing. A slot the semaphore hands over is kept even
+    /// if the limit was lowered since (it was counted in flight, and permits
+    /// in flight are never revoked); one that arrives while admissions are
+    /// held goes back, and the wait resumes when the hold ends.
+    async fn queued_slot(&self) {
         loop {
-            Queued::new(Arc::clone(&self.semaphore).acquire_owned(), &self).await;
-            if let Some(until) = self.held_until() {
-                self.release();
-                tokio::time::sleep_until(until).await;
-                continue;
+            Queued::new(self.semaphore.acquire(), self).await;
+            match self.held_until() {
+                Some(until) => {
+                    self.release();
+                    tokio::time::sleep_until(until).await;
+                }
+                None => return,
             }
-            return self.permit();
         }
+    }
+
+    /// Waits for a permit in the semaphore's queue; callers that count
+    /// themselves hold a [`QueuePlace`].
+    pub(super) async fn acquire_queued(self: Arc<Self>) -> Permit {
+        self.queued_slot().await;
+        self.into_permit()
     }
 
     /// Waits for a permit, first in first out, counted in `waiting`.
     pub(super) async fn wait(self: Arc<Self>) -> Permit {
-        let _place = self.enter_queue(None);
-        self.acquire_queued().await
+        {
+            let _waiting = Counted::enter(&self.waiting.0);
+            self.queued_slot().await;
+        }
+        self.into_permit()
     }
 
     /// Gives a permit's slot back, or retires it against the debt.
@@ -254,6 +271,34 @@ impl Shared {
             self.semaphore.add_permits(raise - owed.min(raise));
         }
         old
+    }
+}
+
+/// Keeps its value on a cache line of its own.
+#[repr(align(64))]
+struct CachePadded<T>(T);
+
+impl<T> std::ops::Deref for CachePadded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// One caller counted in `waiting` while it lives.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn enter(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, SeqCst);
+        Self(counter)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
     }
 }
 
