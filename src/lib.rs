@@ -15,6 +15,8 @@
 //!   how it differs from `tower::limit`, and how to compose it.
 //! - [`limiter`]: the shared [`Limiter`] behind a layer, to read and move
 //!   the limit at run time or to take permits without tower.
+//! - [`observe`]: `tracing` events, metrics and `tower::load::Load`, behind
+//!   the optional features `tracing`, `metrics` and `load`.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub)]
@@ -25,6 +27,7 @@ pub mod concurrency_limit;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod limiter;
+pub mod observe;
 pub mod policy_limit;
 #[cfg(feature = "sim")]
 pub mod sim;

@@ -117,18 +117,17 @@ impl<B> std::fmt::Debug for ResponseBody<B> {
     }
 }
 
-/// What a response holds until it is done: its permit (none if it
-/// bypassed the limit) and its key's count, timed when `Retry-After` is
-/// estimated.
+/// What a response holds until it is done: its permit and its key's
+/// count, timed when `Retry-After` is estimated.
 pub(super) struct Held {
-    permit: Option<Permit>,
+    permit: Permit,
     _key: Option<KeyPermit>,
     admitted_at: Option<Instant>,
 }
 
 impl Held {
     pub(super) fn new(
-        permit: Option<Permit>,
+        permit: Permit,
         key: Option<KeyPermit>,
         admitted_at: Option<Instant>,
     ) -> Self {
@@ -142,8 +141,8 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        if let (Some(permit), Some(at)) = (&self.permit, self.admitted_at) {
-            permit.record_hold(at.elapsed());
+        if let Some(at) = self.admitted_at {
+            self.permit.record_hold(at.elapsed());
         }
     }
 }

@@ -82,9 +82,9 @@ where
                 this.limiter.hold_until(tokio::time::Instant::now() + wait);
             }
         }
-        let held = Held::new(permit, this.key.take(), admitted_at);
+        let held = permit.map(|permit| Held::new(permit, this.key.take(), admitted_at));
         let held = match this.config.release {
-            Release::BodyEnd => Some(held),
+            Release::BodyEnd => held,
             Release::Head => None,
         };
         Poll::Ready(outcome.map(|response| response.map(|body| ResponseBody::admitted(body, held))))

@@ -81,7 +81,7 @@ where
                 .as_ref()
                 .and_then(|(table, rule)| rule(&head).map(|hash| table.enter(hash)));
             match key {
-                Some(Err(refused)) => (Some(Admit::rejected(refused)), None),
+                Some(Err(refused)) => (Some(Admit::rejected(&self.limiter, refused)), None),
                 key => {
                     let partition = rules.partition.as_ref().and_then(|rule| rule(&head));
                     let admit = self.limiter.admit_in(&self.config.policy, partition);

@@ -6,8 +6,9 @@ use std::task::{Context, Poll};
 use tokio::time::Instant;
 
 use super::dispatch::{Class, DispatchWait};
+use super::observe::Stopwatch;
 use super::shared::Shared;
-use super::{Order, Partition, Permit, Policy, Reason, Rejected};
+use super::{Limiter, Order, Partition, Permit, Policy, Reason, Rejected};
 
 type Waiting = Pin<Box<dyn Future<Output = Result<Permit, Rejected>> + Send>>;
 
@@ -41,11 +42,9 @@ impl Admit {
                 Some(0) => Reason::Full,
                 _ => Reason::QueueFull,
             };
-            return Self::decided(Err(Rejected::new(
-                reason,
-                shared.limit(),
-                Default::default(),
-            )));
+            let rejected = Rejected::new(reason, shared.limit(), Default::default());
+            shared.on_rejected(&rejected);
+            return Self::decided(Err(rejected));
         };
         let shared = Arc::clone(shared);
         let lifo = policy.order() == Order::Lifo;
@@ -71,12 +70,14 @@ impl Admit {
                     Some(class) => DispatchWait::new(Arc::clone(&shared), class).await,
                 }
             };
-            match timeout {
+            let outcome = match timeout {
                 None => Ok(permit.await),
                 Some(timeout) => tokio::time::timeout(timeout, permit)
                     .await
                     .map_err(|_| Rejected::new(Reason::TimedOut, shared.limit(), since.elapsed())),
-            }
+            };
+            shared.on_waited(Stopwatch::at(since), &outcome);
+            outcome
         };
         Self {
             state: State::Waiting(Box::pin(waiting)),
@@ -85,7 +86,8 @@ impl Admit {
 
     /// An admission already refused, for rules checked before the limit.
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
-    pub(crate) fn rejected(rejected: Rejected) -> Self {
+    pub(crate) fn rejected(limiter: &Limiter, rejected: Rejected) -> Self {
+        limiter.shared.on_rejected(&rejected);
         Self::decided(Err(rejected))
     }
 

@@ -180,8 +180,11 @@ impl Drop for DispatchWait {
         state.waiters.retain(|e| e.id != id);
         let mut released = state.take_handed(id);
         if let Some(permit) = released.take_if(|_| !state.waiters.is_empty()) {
+            // Out of its partition first, so the choice sees the shares as
+            // they are without it.
+            let permit = permit.leave();
             let next = state.choose(&shared).expect("not empty");
-            state.hand(next, permit.leave());
+            state.hand(next, permit);
         }
         // Whoever is left drives the pump; with nobody left, the pump
         // leaves the semaphore's queue.

@@ -32,6 +32,9 @@ mod control;
 mod dispatch;
 mod error;
 mod hold;
+#[cfg(feature = "metrics")]
+mod metrics;
+mod observe;
 mod partition;
 mod permit;
 mod policy;
@@ -39,12 +42,16 @@ mod poll;
 mod queued;
 mod rejected;
 mod shared;
+#[cfg(feature = "tracing")]
+mod trace;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
 pub use self::admit::Admit;
 pub use self::error::InvalidLimit;
+use self::observe::Cause;
 use self::partition::Partitions;
 pub use self::partition::{InvalidShares, Partition, PartitionStats};
 pub use self::permit::Permit;
@@ -103,6 +110,38 @@ impl Limiter {
         }
     }
 
+    /// Names this limiter in its `tracing` events and metrics (the
+    /// `limiter` field and label; see [`observe`](crate::observe)), to
+    /// tell several limits of one process apart. Unnamed, it reports as
+    /// `"default"`.
+    ///
+    /// Name it when building it, before it admits anything. With the
+    /// `metrics` feature, this registers its metrics with the recorder
+    /// installed now; an unnamed limiter registers at its first event.
+    ///
+    /// ```
+    /// use tower_concurrency::Limiter;
+    ///
+    /// let limiter = Limiter::new(64).named("api");
+    /// assert_eq!(limiter.name(), "api");
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the limiter has a name already or, with the `metrics` feature,
+    /// if it reported metrics already under the default name.
+    #[track_caller]
+    pub fn named(self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.shared.set_name(name.into());
+        self
+    }
+
+    /// The name this limiter reports under: the one given to
+    /// [`named`](Self::named), or `"default"`.
+    pub fn name(&self) -> &str {
+        self.shared.name()
+    }
+
     /// Whether an algorithm moves this limit.
     pub fn is_adaptive(&self) -> bool {
         self.shared.is_adaptive()
@@ -119,14 +158,14 @@ impl Limiter {
     #[track_caller]
     pub fn pin(&self, limit: usize) -> usize {
         let limit = InvalidLimit::check(limit).unwrap_or_else(|e| panic!("{e}"));
-        self.shared.pin(Some(limit))
+        self.shared.pin(Some(limit), Cause::Pin)
     }
 
     /// Hands an adaptive limit back to its algorithm, moving it at once to
     /// the algorithm's latest answer. Returns the old limit. Does nothing to
     /// a fixed limiter.
     pub fn unpin(&self) -> usize {
-        self.shared.pin(None)
+        self.shared.pin(None, Cause::Unpin)
     }
 
     /// Whether an adaptive limit is pinned.
@@ -195,7 +234,7 @@ impl Limiter {
     /// as an error and the limit is left as it was.
     pub fn try_set_limit(&self, new: usize) -> Result<usize, InvalidLimit> {
         let new = InvalidLimit::check(new)?;
-        Ok(self.shared.pin(Some(new)))
+        Ok(self.shared.pin(Some(new), Cause::SetLimit))
     }
 
     /// Takes a permit if one is free now, without queueing.
@@ -277,6 +316,7 @@ impl Limiter {
             .partitions
             .set(partitions)
             .map_err(|_| InvalidShares::already_partitioned())?;
+        self.shared.on_partitioned();
         Ok(self)
     }
 
@@ -324,6 +364,7 @@ impl Limiter {
 impl fmt::Debug for Limiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Limiter")
+            .field("name", &self.name())
             .field("limit", &self.limit())
             .field("in_flight", &self.in_flight())
             .field("waiting", &self.waiting())

@@ -104,21 +104,33 @@ impl Partitions {
             .map(Partition)
     }
 
+    /// `max(1, ceil(limit × share))`, where a product within rounding
+    /// error of a whole number (100 × 0.07 is 7.000000000000001) counts as
+    /// that number.
     pub(super) fn guaranteed(&self, partition: Partition, limit: usize) -> usize {
-        let share = self.entries[partition.0].share;
-        ((limit as f64 * share).ceil() as usize).max(1)
+        let share = self.entries.get(partition.0).map_or(0.0, |e| e.share);
+        ((limit as f64 * share - 1e-9).ceil() as usize).max(1)
     }
 
     pub(super) fn in_flight(&self, partition: Partition) -> usize {
-        self.entries[partition.0].in_flight.load(SeqCst)
+        self.entries
+            .get(partition.0)
+            .map_or(0, |e| e.in_flight.load(SeqCst))
     }
 
-    pub(super) fn join(&self, partition: Partition) {
-        self.entries[partition.0].in_flight.fetch_add(1, SeqCst);
+    /// Counts a permit in `partition`; false for a partition this limiter
+    /// does not have (one taken from another limiter).
+    pub(super) fn join(&self, partition: Partition) -> bool {
+        self.entries
+            .get(partition.0)
+            .map(|e| e.in_flight.fetch_add(1, SeqCst))
+            .is_some()
     }
 
     pub(super) fn leave(&self, partition: Partition) {
-        self.entries[partition.0].in_flight.fetch_sub(1, SeqCst);
+        if let Some(entry) = self.entries.get(partition.0) {
+            entry.in_flight.fetch_sub(1, SeqCst);
+        }
     }
 
     pub(super) fn stats(&self, limit: usize) -> Vec<PartitionStats> {

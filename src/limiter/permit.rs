@@ -37,6 +37,7 @@ pub(super) struct Start {
 impl Permit {
     /// Wraps a slot that was already taken from the semaphore.
     pub(super) fn new(shared: Arc<Shared>, start: Option<Start>) -> Self {
+        shared.on_permit_out();
         Self {
             shared,
             start,
@@ -47,8 +48,9 @@ impl Permit {
     /// Counts this permit in `partition`'s share.
     pub(super) fn join(&mut self, partition: Partition) {
         self.leave_partition();
-        if let Some(partitions) = self.shared.partitions.get() {
-            partitions.join(partition);
+        let partitions = self.shared.partitions.get();
+        if partitions.is_some_and(|p| p.join(partition)) {
+            self.shared.on_joined(partition);
             self.partition = Some(partition);
         }
     }
@@ -64,6 +66,7 @@ impl Permit {
             (self.partition.take(), self.shared.partitions.get())
         {
             partitions.leave(partition);
+            self.shared.on_left(partition);
         }
     }
 
@@ -114,6 +117,7 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         self.leave_partition();
+        self.shared.on_permit_back();
         self.shared.release();
     }
 }

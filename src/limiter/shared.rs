@@ -8,8 +8,9 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::control::Control;
-use super::dispatch::DispatchState;
+use super::dispatch::{Class, DispatchState, DispatchWait};
 use super::hold::Hold;
+use super::observe::{Cause, Observer, Stopwatch};
 use super::partition::{Partition, Partitions};
 use super::permit::Start;
 use super::queued::Queued;
@@ -39,6 +40,8 @@ pub(super) struct Shared {
     /// The algorithm of an adaptive limiter; `None` for a fixed one.
     control: Option<Control>,
     hold: Hold,
+    /// Its name, and what it reports to (see `observe.rs`).
+    pub(super) observer: Observer,
 }
 
 impl Shared {
@@ -64,6 +67,7 @@ impl Shared {
             mean_hold_nanos: AtomicU64::new(0),
             control,
             hold: Hold::default(),
+            observer: Observer::default(),
         }
     }
 
@@ -76,6 +80,7 @@ impl Shared {
 
     pub(super) fn count_bypass(&self) {
         self.bypassed.fetch_add(1, Relaxed);
+        self.on_bypassed();
     }
 
     pub(super) fn bypassed(&self) -> u64 {
@@ -105,17 +110,17 @@ impl Shared {
     pub(super) fn learn(&self, sample: &Sample) {
         if let Some(control) = &self.control {
             control.learn(sample, |limit| {
-                self.set_limit(limit);
+                self.set_limit(limit, Cause::Algorithm);
             });
         }
     }
 
     /// Pins the limit (`Some`) or hands it back to the algorithm (`None`);
     /// a fixed limiter just moves. Returns the old limit.
-    pub(super) fn pin(&self, pinned: Option<usize>) -> usize {
+    pub(super) fn pin(&self, pinned: Option<usize>, cause: Cause) -> usize {
         match (&self.control, pinned) {
-            (Some(control), _) => control.pin(pinned, |limit| self.set_limit(limit)),
-            (None, Some(limit)) => self.set_limit(limit),
+            (Some(control), _) => control.pin(pinned, |limit| self.set_limit(limit, cause)),
+            (None, Some(limit)) => self.set_limit(limit, cause),
             (None, None) => self.limit(),
         }
     }
@@ -175,7 +180,9 @@ impl Shared {
         loop {
             self.semaphore.try_acquire().ok()?.forget();
             if !self.pay_debt() {
-                return Some(self.permit());
+                let permit = self.permit();
+                self.on_admitted();
+                return Some(permit);
             }
         }
     }
@@ -187,6 +194,7 @@ impl Shared {
         self.waiting
             .fetch_update(SeqCst, SeqCst, |w| (w < max).then_some(w + 1))
             .ok()?;
+        self.on_queued();
         Some(QueuePlace(Arc::clone(self)))
     }
 
@@ -216,12 +224,25 @@ impl Shared {
         self.into_permit()
     }
 
-    /// Waits for a permit, first in first out, counted in `waiting`.
+    /// Waits for a permit, first in first out, counted in `waiting`. On a
+    /// partitioned limiter the wait is dispatched as a request of no
+    /// partition, which only gets spare capacity.
     pub(super) async fn wait(self: Arc<Self>) -> Permit {
-        {
-            let _waiting = Counted::enter(&self.waiting.0);
-            self.queued_slot().await;
+        let since = Stopwatch::start();
+        let waiting = (Counted::enter(&self.waiting.0), self.watch_queue());
+        if self.partitions.get().is_some() {
+            let class = Class {
+                lifo: false,
+                partition: Some(None),
+            };
+            let permit = DispatchWait::new(Arc::clone(&self), class).await;
+            drop(waiting);
+            self.on_admitted_after(since);
+            return permit;
         }
+        self.queued_slot().await;
+        drop(waiting);
+        self.on_admitted_after(since);
         self.into_permit()
     }
 
@@ -252,7 +273,7 @@ impl Shared {
     }
 
     /// Moves the limit; the caller has checked `new`. Returns the old limit.
-    pub(super) fn set_limit(&self, new: usize) -> usize {
+    pub(super) fn set_limit(&self, new: usize, cause: Cause) -> usize {
         let _resizing = self.resize.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.limit.swap(new, SeqCst);
         if new < old {
@@ -270,6 +291,7 @@ impl Shared {
                 .unwrap_or_else(|d| d);
             self.semaphore.add_permits(raise - owed.min(raise));
         }
+        self.on_limit_set(old, new, cause);
         old
     }
 }
@@ -308,5 +330,6 @@ pub(super) struct QueuePlace(Arc<Shared>);
 impl Drop for QueuePlace {
     fn drop(&mut self) {
         self.0.waiting.fetch_sub(1, SeqCst);
+        self.0.on_unqueued();
     }
 }
