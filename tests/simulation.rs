@@ -1,0 +1,301 @@
+//! The simulation harness (`--features sim`): determinism, the simulated
+//! backend's sanity, the checker, and the issue's targets for every
+//! scenario × adaptive algorithm.
+//!
+//! ```text
+//! cargo test --features sim --test simulation
+//! cargo test --release --features sim --test simulation -- knee::
+//! ```
+
+#![cfg(feature = "sim")]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tower_concurrency::adaptive::{LimitAlgorithm, Sample};
+use tower_concurrency::sim::{
+    check, run, run_with, sweep, Algorithm, Bounds, Expect, Fate, Figure, Report, Scenario, Scope,
+    FIXED_LIMITS,
+};
+use tower_concurrency::{Limiter, Policy};
+
+#[test]
+fn same_seed_same_report_and_another_seed_another() {
+    for scenario in [Scenario::flash_crowd(), Scenario::black_hole()] {
+        let a = run(&scenario, &Algorithm::Vegas);
+        let b = run(&scenario, &Algorithm::Vegas);
+        // Not assert_eq!: a failure would print thousands of requests.
+        assert!(a == b, "two runs of {} differ:\n{a}{b}", scenario.name);
+        let other = run(&scenario.clone().with_seed(2), &Algorithm::Vegas);
+        assert!(other.requests != a.requests, "seed 2 changed nothing");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_with_under_a_paused_test_runtime_matches_run() {
+    let scenario = Scenario::capacity_step();
+    let limiter = Algorithm::Gradient2.limiter(&scenario);
+    let here = run_with(&scenario, "gradient2", limiter).await;
+    let there = {
+        let scenario = scenario.clone();
+        std::thread::spawn(move || run(&scenario, &Algorithm::Gradient2))
+            .join()
+            .unwrap()
+    };
+    assert!(here == there, "run_with and run differ:\n{here}{there}");
+}
+
+#[test]
+fn a_limit_at_the_worker_count_keeps_goodput_and_no_limit_collapses() {
+    let knee = Scenario::knee();
+    let phase = knee.phases()[0];
+    assert_eq!((phase.workers, phase.load_factor()), (16, 1.5));
+
+    // Refusing at once when full loses some capacity to Poisson bursts
+    // (an Erlang loss system: 24 erlangs offered to 16 slots)...
+    let at_c = run(&knee, &Algorithm::Fixed(16));
+    assert!(at_c.overall.goodput_share() >= 0.88, "{at_c}");
+    assert_eq!(at_c.overall.timed_out, 0, "{at_c}");
+    assert!(at_c.p99_vs_backend().unwrap() <= 1.05, "{at_c}");
+
+    // ...a queue in front keeps the 16 workers busy: goodput is capacity.
+    let queued = Scenario {
+        policy: Policy::fifo(64),
+        ..knee.clone()
+    };
+    let busy = run(&queued, &Algorithm::Fixed(16));
+    assert!(busy.overall.goodput_share() >= 0.97, "{busy}");
+
+    // Without a limit, the backend's queue slows its workers, waits pass
+    // the deadline, and goodput collapses.
+    let none = run(&knee, &Algorithm::Unlimited);
+    assert!(none.overall.goodput_share() <= 0.2, "{none}");
+    assert!(none.overall.timed_out_share() >= 0.8, "{none}");
+
+    // Below capacity, no limit is needed: nearly everything succeeds fast.
+    let quiet = run(&Scenario::flash_crowd(), &Algorithm::Unlimited);
+    let phase0 = &quiet.phases[0].figures;
+    assert!(phase0.success_share() >= 0.99, "{quiet}");
+    assert!(phase0.p99.unwrap() <= quiet.backend_p99, "{quiet}");
+}
+
+#[test]
+fn overload_answers_and_black_holes_reach_the_client() {
+    let refusing = run(&Scenario::backpressure_429(), &Algorithm::Unlimited);
+    assert!(refusing.overall.overloaded_share() >= 0.3, "{refusing}");
+    assert!(refusing.requests.iter().any(|r| r.fate == Fate::Overloaded));
+    let hole = Scenario::black_hole();
+    let lost = run(&hole, &Algorithm::Unlimited);
+    assert!(lost.overall.timed_out_share() >= 0.3, "{lost}");
+    let timed_out = lost
+        .requests
+        .iter()
+        .find(|r| r.fate == Fate::TimedOut)
+        .unwrap();
+    assert_eq!(timed_out.latency(), hole.load.deadline);
+}
+
+static OVERLOADS: AtomicUsize = AtomicUsize::new(0);
+static SUCCESSES: AtomicUsize = AtomicUsize::new(0);
+static LONGEST_OVERLOAD_MS: AtomicU64 = AtomicU64::new(0);
+
+/// A limit of 16 that counts the samples it is fed.
+struct Counting;
+
+impl LimitAlgorithm for Counting {
+    fn initial_limit(&self) -> usize {
+        16
+    }
+
+    fn update(&mut self, sample: &Sample) -> usize {
+        if sample.overload {
+            OVERLOADS.fetch_add(1, Ordering::Relaxed);
+            let ms = sample.rtt.as_millis() as u64;
+            LONGEST_OVERLOAD_MS.fetch_max(ms, Ordering::Relaxed);
+        } else {
+            SUCCESSES.fetch_add(1, Ordering::Relaxed);
+        }
+        16
+    }
+}
+
+#[test]
+fn deadlines_and_refusals_reach_the_algorithm_as_overload() {
+    let counting = Algorithm::Custom {
+        name: "counting-16",
+        build: |_| Limiter::adaptive(Counting),
+    };
+    // Behind a black hole, every timed-out request is an overload sample
+    // (the deadline fires inside the limiter), with the whole deadline as
+    // its round trip.
+    let hole = Scenario::black_hole();
+    let report = run(&hole, &counting);
+    assert!(report.overall.timed_out > 50, "{report}");
+    assert_eq!(report.overall.issued, report.requests.len() as u64);
+    assert_eq!(
+        OVERLOADS.swap(0, Ordering::Relaxed) as u64,
+        report.overall.timed_out
+    );
+    assert_eq!(
+        SUCCESSES.swap(0, Ordering::Relaxed) as u64,
+        report.overall.succeeded
+    );
+    assert_eq!(
+        LONGEST_OVERLOAD_MS.swap(0, Ordering::Relaxed),
+        hole.load.deadline.as_millis() as u64
+    );
+    // Explicit 429s are overload samples too; refusals by the limiter
+    // itself are not samples at all.
+    let report = run(&Scenario::backpressure_429(), &counting);
+    assert!(report.overall.overloaded > 50, "{report}");
+    assert_eq!(
+        OVERLOADS.swap(0, Ordering::Relaxed) as u64,
+        report.overall.overloaded
+    );
+    assert_eq!(
+        SUCCESSES.swap(0, Ordering::Relaxed) as u64,
+        report.overall.succeeded
+    );
+}
+
+#[test]
+fn checker_reports_every_failure_together() {
+    let scenario = Scenario::capacity_step();
+    let best = run(&scenario, &Algorithm::Fixed(16));
+    let starved = run(&scenario, &Algorithm::Fixed(1));
+    let expect = scenario.expect.clone().check(
+        Figure::RejectedShare,
+        Scope::EveryPhase,
+        Bounds::at_most(0.5),
+    );
+    let failures = check(&starved, &expect, Some(&best)).unwrap_err();
+    let found: Vec<(Figure, Option<usize>)> =
+        failures.0.iter().map(|f| (f.figure, f.phase)).collect();
+    assert_eq!(
+        found,
+        [
+            (Figure::GoodputVsBestFixed, None),
+            (Figure::SettleRtts, Some(0)),
+            (Figure::SettleRtts, Some(1)),
+            (Figure::SettleRtts, Some(2)),
+            (Figure::RejectedShare, Some(0)),
+            (Figure::RejectedShare, Some(1)),
+            (Figure::RejectedShare, Some(2)),
+        ]
+    );
+    let text = failures.to_string();
+    assert!(text.starts_with("7 figure(s) out of bounds"), "{text}");
+    for needle in [
+        "capacity-step/fixed-1: goodput / best fixed limit's goodput [whole run]",
+        "(expected >= 0.9)",
+        "with the best fixed limit (fixed-16)",
+        "settling time (RTTs) [phase 1] = none (expected <= 50)",
+        "ideal 5 (band 3.75..=6.25)",
+        "share rejected by the limiter [phase 2]",
+        "(expected <= 0.5)",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+
+    // Without a baseline the comparison fails with no value; figures in
+    // bounds pass.
+    let alone = Expect::default()
+        .check(
+            Figure::GoodputVsBestFixed,
+            Scope::Run,
+            Bounds::at_least(0.9),
+        )
+        .check(
+            Figure::GoodputShare,
+            Scope::Phase(0),
+            Bounds::between(0.5, 1.0),
+        )
+        .check(Figure::P99VsBackend, Scope::Run, Bounds::at_most(20.0));
+    let failures = check(&best, &alone, None).unwrap_err();
+    assert_eq!(failures.0.len(), 1);
+    assert_eq!(failures.0[0].value, None);
+    assert!(failures.0[0].detail.contains("no best fixed run"));
+    // A limit of 16 against an ideal of 18.
+    let in_bounds = Expect::default().check(
+        Figure::MeanLimitVsIdeal,
+        Scope::Phase(0),
+        Bounds::between(0.8, 1.0),
+    );
+    assert_eq!(check(&best, &in_bounds, None), Ok(()));
+}
+
+/// A best fixed run, computed by whichever test asks first.
+type Best = Arc<OnceLock<Arc<Report>>>;
+
+/// The best fixed limit's run of each scenario, swept once per test binary.
+fn best_fixed(scenario: &Scenario) -> Arc<Report> {
+    static SWEEPS: OnceLock<Mutex<BTreeMap<String, Best>>> = OnceLock::new();
+    let key = format!("{}#{}", scenario.name, scenario.seed);
+    let cell = SWEEPS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .entry(key)
+        .or_default()
+        .clone();
+    cell.get_or_init(|| Arc::new(sweep(scenario, &FIXED_LIMITS).best().1.clone()))
+        .clone()
+}
+
+/// Runs `algorithm` on `scenario` and asserts every expectation, listing
+/// all the figures that miss at once.
+fn assert_targets(scenario: Scenario, algorithm: Algorithm) {
+    let best = best_fixed(&scenario);
+    let report = run(&scenario, &algorithm);
+    if let Err(failures) = check(&report, &scenario.expect, Some(&best)) {
+        panic!("{failures}\n{report}\nbest fixed limit:\n{best}");
+    }
+}
+
+macro_rules! targets {
+    ($($module:ident: $scenario:ident;)*) => {$(
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn aimd() {
+                assert_targets(Scenario::$scenario(), Algorithm::Aimd);
+            }
+
+            #[test]
+            fn vegas() {
+                assert_targets(Scenario::$scenario(), Algorithm::Vegas);
+            }
+
+            #[test]
+            fn gradient2() {
+                assert_targets(Scenario::$scenario(), Algorithm::Gradient2);
+            }
+
+            #[test]
+            fn windowed_aimd() {
+                assert_targets(Scenario::$scenario(), Algorithm::Windowed(&Algorithm::Aimd));
+            }
+
+            #[test]
+            fn windowed_vegas() {
+                assert_targets(Scenario::$scenario(), Algorithm::Windowed(&Algorithm::Vegas));
+            }
+
+            #[test]
+            fn windowed_gradient2() {
+                assert_targets(Scenario::$scenario(), Algorithm::Windowed(&Algorithm::Gradient2));
+            }
+        }
+    )*};
+}
+
+targets! {
+    knee: knee;
+    capacity_step: capacity_step;
+    flash_crowd: flash_crowd;
+    backpressure_429: backpressure_429;
+    black_hole: black_hole;
+    jitter: jitter;
+}
