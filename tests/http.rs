@@ -7,11 +7,12 @@
 //! rest are counted as waiting. The timeouts below are failure guards that
 //! turn a hang into a readable panic, never a timing assumption.
 
-use std::future::Future;
+mod support;
+use support::{eventually, guard};
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::{routing::get, Router};
 use http::{Request, StatusCode};
@@ -27,25 +28,6 @@ use tower::{ServiceBuilder, ServiceExt};
 use tower_concurrency::ConcurrencyLimitLayer;
 
 /// Upper bound on any wait, so that a broken limit fails instead of hanging.
-const GUARD: Duration = Duration::from_secs(30);
-
-/// Awaits `future`, panicking with `what` if it takes longer than [`GUARD`].
-async fn guard<F: Future>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(GUARD, future)
-        .await
-        .unwrap_or_else(|_| panic!("failure guard: gave up waiting for {what}"))
-}
-
-/// Waits until `condition` holds, for counters that have no notification
-/// (the limiter's `waiting()`); re-checks every millisecond.
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    guard(what, async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await;
-}
 
 /// Counts handlers inside at once, the peak, and how many ever entered.
 #[derive(Clone)]

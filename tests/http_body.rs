@@ -10,12 +10,13 @@
 
 #![cfg(feature = "http")]
 
+mod support;
+use support::{eventually, guard};
+
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::routing::get;
@@ -34,24 +35,6 @@ use tokio::task::JoinHandle;
 use tower::{service_fn, Layer, ServiceBuilder, ServiceExt};
 use tower_concurrency::http::{HttpLimitLayer, Release, ResponseBody};
 use tower_concurrency::{ConcurrencyLimitLayer, Limiter};
-
-const GUARD: Duration = Duration::from_secs(20);
-
-async fn guard<F: Future>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(GUARD, future)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
-
-/// Waits (polling, with small sleeps) until `cond` holds.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    guard(what, async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    })
-    .await;
-}
 
 /// The sending side of one streaming response body: its handler was
 /// entered, and the body ends when this is dropped.

@@ -9,11 +9,12 @@
 //! gates the test opens one permit at a time; their timeouts are failure
 //! guards, never timing assumptions.
 
-use std::future::Future;
+mod support;
+use support::{eventually, guard};
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
 
 use axum::{routing::get, Router};
 use http::{HeaderMap, Request, StatusCode};
@@ -688,23 +689,6 @@ fn adaptive_limiter_shares_follow_a_pinned_limit() {
 // ---------------------------------------------------------------------------
 
 /// Upper bound on any wait, so that a broken limit fails instead of hanging.
-const GUARD: Duration = Duration::from_secs(30);
-
-async fn guard<F: Future>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(GUARD, future)
-        .await
-        .unwrap_or_else(|_| panic!("failure guard: gave up waiting for {what}"))
-}
-
-/// Waits until `condition` holds, for counters without notification.
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    guard(what, async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await;
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Class {

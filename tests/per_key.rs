@@ -8,6 +8,9 @@
 //! mock tasks for futures that must queue, and paused time for timeouts.
 //! A request is in flight for its key while its response body is held.
 
+mod support;
+use support::{eventually, guard};
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -137,22 +140,6 @@ fn reason(answer: Answer) -> Reason {
 // ---------------------------------------------------------------------------
 
 /// Upper bound on any wait, so that a broken limit fails instead of hanging.
-const GUARD: Duration = Duration::from_secs(30);
-
-async fn guard<F: Future>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(GUARD, future)
-        .await
-        .unwrap_or_else(|_| panic!("failure guard: gave up waiting for {what}"))
-}
-
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    guard(what, async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await;
-}
 
 const ALPHA: &str = "tenant-alpha-7f3a";
 const BRAVO: &str = "tenant-bravo-91c2";
