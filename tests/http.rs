@@ -27,8 +27,6 @@ use tokio::task::JoinSet;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_concurrency::ConcurrencyLimitLayer;
 
-/// Upper bound on any wait, so that a broken limit fails instead of hanging.
-
 /// Counts handlers inside at once, the peak, and how many ever entered.
 #[derive(Clone)]
 struct Gauge(Arc<GaugeState>);

@@ -688,8 +688,6 @@ fn adaptive_limiter_shares_follow_a_pinned_limit() {
 // Over loopback HTTP
 // ---------------------------------------------------------------------------
 
-/// Upper bound on any wait, so that a broken limit fails instead of hanging.
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Class {
     Live,

@@ -139,8 +139,6 @@ fn reason(answer: Answer) -> Reason {
 // Loopback helpers
 // ---------------------------------------------------------------------------
 
-/// Upper bound on any wait, so that a broken limit fails instead of hanging.
-
 const ALPHA: &str = "tenant-alpha-7f3a";
 const BRAVO: &str = "tenant-bravo-91c2";
 

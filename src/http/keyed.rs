@@ -14,7 +14,8 @@ const SHARDS: usize = 32;
 /// Keys are kept as 64-bit hashes under a random per-table seed, so a
 /// tracked key costs a few words whatever its size, and an entry exists only
 /// while its key has something in flight: a million keys seen once each
-/// leave nothing behind. Distinct keys whose hashes collide (about one pair
+/// leave nothing behind, and the room a burst of keys in flight took is
+/// given back as they finish. Distinct keys whose hashes collide (about one pair
 /// in 2^32 among 65,536 keys in flight at once) share a count.
 pub(super) struct KeyTable {
     per_key: usize,
@@ -98,6 +99,11 @@ impl KeyTable {
             if *count == 0 {
                 shard.remove(&hash);
                 self.tracked.fetch_sub(1, SeqCst);
+                // Give back what a burst of keys grew, without shrinking
+                // and growing again at every key.
+                if shard.capacity() > 64 && shard.len() * 4 < shard.capacity() {
+                    shard.shrink_to(shard.len() * 2);
+                }
             }
         }
     }
