@@ -94,16 +94,18 @@ impl KeyTable {
 
     fn leave(&self, hash: u64) {
         let mut shard = self.shard(hash);
-        if let Some(count) = shard.get_mut(&hash) {
+        let emptied = shard.get_mut(&hash).is_some_and(|count| {
             *count -= 1;
-            if *count == 0 {
-                shard.remove(&hash);
-                self.tracked.fetch_sub(1, SeqCst);
-                // Give back what a burst of keys grew, without shrinking
-                // and growing again at every key.
-                if shard.capacity() > 64 && shard.len() * 4 < shard.capacity() {
-                    shard.shrink_to(shard.len() * 2);
-                }
+            *count == 0
+        });
+        if emptied {
+            shard.remove(&hash);
+            self.tracked.fetch_sub(1, SeqCst);
+            // Give back what a burst of keys grew, without shrinking and
+            // growing again at every key.
+            let len = shard.len();
+            if shard.capacity() > 64 && len * 4 < shard.capacity() {
+                shard.shrink_to(len * 2);
             }
         }
     }
