@@ -2,12 +2,15 @@
 
 use std::sync::{Mutex, MutexGuard};
 
+use tokio::time::Instant;
+
 use crate::adaptive::{LimitAlgorithm, Sample};
 use crate::InvalidLimit;
 
 /// An adaptive limiter's algorithm and what it last learned.
 pub(super) struct Control {
     state: Mutex<State>,
+    epoch: Instant,
 }
 
 struct State {
@@ -33,9 +36,15 @@ impl Control {
         (
             Self {
                 state: Mutex::new(state),
+                epoch: Instant::now(),
             },
             learned,
         )
+    }
+
+    /// The moment its permits' admission times count from.
+    pub(super) fn epoch(&self) -> Instant {
+        self.epoch
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

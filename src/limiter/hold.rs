@@ -25,10 +25,16 @@ impl Hold {
     }
 
     /// The end of the hold in force now, if any.
+    #[inline]
     pub(super) fn until(&self) -> Option<Instant> {
         if !self.active.load(Relaxed) {
             return None;
         }
+        self.until_slow()
+    }
+
+    #[cold]
+    fn until_slow(&self) -> Option<Instant> {
         let mut current = self.until.lock().unwrap_or_else(|e| e.into_inner());
         match *current {
             Some(until) if until > Instant::now() => Some(until),

@@ -238,6 +238,7 @@ impl Limiter {
     }
 
     /// Takes a permit if one is free now, without queueing.
+    #[inline]
     pub fn try_acquire(&self) -> Option<Permit> {
         self.shared.try_acquire()
     }

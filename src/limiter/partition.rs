@@ -8,6 +8,18 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Partition(pub(super) usize);
 
+impl Partition {
+    /// Its index as a permit stores it (a limiter has far fewer than
+    /// `u32::MAX` partitions).
+    pub(super) fn index(self) -> u32 {
+        self.0 as u32
+    }
+
+    pub(super) fn from_index(index: u32) -> Self {
+        Self(index as usize)
+    }
+}
+
 /// Shares that cannot partition a limit: a share outside 0–1, shares that
 /// add up to more than 1, a repeated or empty name, or a limiter that was
 /// partitioned already.

@@ -23,25 +23,52 @@ use crate::adaptive::{Outcome, Sample};
 #[must_use = "the request is admitted only while the permit is held"]
 pub struct Permit {
     shared: Arc<Shared>,
-    start: Option<Start>,
-    partition: Option<Partition>,
+    start: Start,
+    /// The partition it counts in, or [`NO_PARTITION`].
+    partition: u32,
 }
 
-/// When an adaptive limiter's permit was admitted, and with how many in flight.
+const NO_PARTITION: u32 = u32::MAX;
+
+/// When an adaptive limiter's permit was admitted (nanoseconds after its
+/// control's epoch, plus one; 0 for none) and how many were in flight then:
+/// 12 bytes, so that a permit stays small on the path every request takes.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Start {
-    pub(super) at: Instant,
-    pub(super) in_flight: usize,
+    nanos: u64,
+    in_flight: u32,
+}
+
+impl Start {
+    /// No sample to take.
+    pub(super) const NONE: Self = Self {
+        nanos: 0,
+        in_flight: 0,
+    };
+
+    /// Admitted now, `epoch` being the control's.
+    pub(super) fn now(epoch: Instant, in_flight: usize) -> Self {
+        let since = Instant::now().saturating_duration_since(epoch).as_nanos();
+        Self {
+            nanos: u64::try_from(since).unwrap_or(u64::MAX - 1) + 1,
+            in_flight: u32::try_from(in_flight).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn at(self, epoch: Instant) -> Option<Instant> {
+        (self.nanos != 0).then(|| epoch + std::time::Duration::from_nanos(self.nanos - 1))
+    }
 }
 
 impl Permit {
     /// Wraps a slot that was already taken from the semaphore.
-    pub(super) fn new(shared: Arc<Shared>, start: Option<Start>) -> Self {
+    #[inline]
+    pub(super) fn new(shared: Arc<Shared>, start: Start) -> Self {
         shared.on_permit_out();
         Self {
             shared,
             start,
-            partition: None,
+            partition: NO_PARTITION,
         }
     }
 
@@ -51,7 +78,7 @@ impl Permit {
         let partitions = self.shared.partitions.get();
         if partitions.is_some_and(|p| p.join(partition)) {
             self.shared.on_joined(partition);
-            self.partition = Some(partition);
+            self.partition = partition.index();
         }
     }
 
@@ -61,10 +88,13 @@ impl Permit {
         self
     }
 
+    #[inline]
     fn leave_partition(&mut self) {
-        if let (Some(partition), Some(partitions)) =
-            (self.partition.take(), self.shared.partitions.get())
-        {
+        if self.partition == NO_PARTITION {
+            return;
+        }
+        let partition = Partition::from_index(std::mem::replace(&mut self.partition, NO_PARTITION));
+        if let Some(partitions) = self.shared.partitions.get() {
             partitions.leave(partition);
             self.shared.on_left(partition);
         }
@@ -72,13 +102,14 @@ impl Permit {
 
     /// The partition this permit counts in, if any.
     pub fn partition(&self) -> Option<Partition> {
-        self.partition
+        (self.partition != NO_PARTITION).then(|| Partition::from_index(self.partition))
     }
 
     /// Whether [`record`](Self::record) would teach the limiter something:
     /// the limiter is adaptive and nothing was recorded yet.
+    #[inline]
     pub fn wants_outcome(&self) -> bool {
-        self.start.is_some()
+        self.start.nanos != 0
     }
 
     /// Tells an adaptive limiter how the request went: its round-trip time
@@ -89,7 +120,8 @@ impl Permit {
     /// so a response can be timed at its head and hold its permit until its
     /// body ends.
     pub fn record(&mut self, outcome: Outcome) {
-        let Some(start) = self.start.take() else {
+        let start = std::mem::replace(&mut self.start, Start::NONE);
+        let Some(at) = self.shared.epoch().and_then(|epoch| start.at(epoch)) else {
             return;
         };
         let overload = match outcome {
@@ -99,8 +131,8 @@ impl Permit {
         };
         let now = Instant::now();
         self.shared.learn(&Sample {
-            rtt: now.saturating_duration_since(start.at),
-            in_flight: start.in_flight,
+            rtt: now.saturating_duration_since(at),
+            in_flight: start.in_flight as usize,
             overload,
             now,
         });
@@ -115,6 +147,7 @@ impl Permit {
 }
 
 impl Drop for Permit {
+    #[inline]
     fn drop(&mut self) {
         self.leave_partition();
         self.shared.on_permit_back();

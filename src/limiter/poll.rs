@@ -20,6 +20,7 @@ pub(crate) struct PollPermit {
 impl PollPermit {
     /// Takes a permit now, or queues for one and returns `Pending`; the
     /// queued place is kept across calls until the permit arrives.
+    #[inline]
     pub(crate) fn poll_acquire(&mut self, limiter: &Limiter, cx: &mut Context<'_>) -> Poll<Permit> {
         if !self.queued {
             if let Some(permit) = limiter.try_acquire() {

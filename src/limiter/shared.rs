@@ -93,17 +93,24 @@ impl Shared {
 
     /// A permit for a slot just taken; an adaptive limiter's permit notes
     /// when it was admitted and how many were in flight.
+    #[inline]
     fn permit(self: &Arc<Self>) -> Permit {
         Arc::clone(self).into_permit()
     }
 
     /// Like [`permit`](Self::permit), moving the handle in.
+    #[inline]
     fn into_permit(self: Arc<Self>) -> Permit {
-        let start = self.control.as_ref().map(|_| Start {
-            at: Instant::now(),
-            in_flight: self.in_flight(),
-        });
+        let start = match &self.control {
+            None => Start::NONE,
+            Some(control) => Start::now(control.epoch(), self.in_flight()),
+        };
         Permit::new(self, start)
+    }
+
+    /// The moment an adaptive limiter's permits are timed from.
+    pub(super) fn epoch(&self) -> Option<Instant> {
+        self.control.as_ref().map(Control::epoch)
     }
 
     /// Feeds a finished request to the algorithm and applies its answer.
@@ -133,6 +140,7 @@ impl Shared {
         self.hold.extend(until);
     }
 
+    #[inline]
     pub(super) fn held_until(&self) -> Option<Instant> {
         self.hold.until()
     }
@@ -173,6 +181,7 @@ impl Shared {
     }
 
     /// Takes a permit if one is free now.
+    #[inline]
     pub(super) fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
         if self.held_until().is_some() {
             return None;
@@ -247,6 +256,7 @@ impl Shared {
     }
 
     /// Gives a permit's slot back, or retires it against the debt.
+    #[inline]
     pub(super) fn release(&self) {
         if !self.pay_debt() {
             self.semaphore.add_permits(1);
@@ -264,6 +274,7 @@ impl Shared {
     }
 
     /// Retires one slot against the debt, if anything is owed.
+    #[inline]
     fn pay_debt(&self) -> bool {
         self.debt.load(SeqCst) != 0
             && self
