@@ -260,7 +260,9 @@ async fn moving_limit_is_never_exceeded_and_everything_is_given_back() {
                 let mut rng = Rng::new(u64::MAX - round);
                 let mut highest = limiter.limit();
                 let mut moves = 0;
-                while !done.load(SeqCst) && moves < 5_000 {
+                // At least 10 moves whatever the scheduling: a fast round
+                // must not end before the limit has moved.
+                while (!done.load(SeqCst) || moves < 10) && moves < 5_000 {
                     let new = 4 + rng.below(9) as usize;
                     highest = highest.max(new);
                     limiter.set_limit(new);

@@ -25,6 +25,10 @@ use crate::adaptive::{LimitAlgorithm, Sample};
 /// returning or newly taken permit pays it first.
 pub(super) struct Shared {
     semaphore: Semaphore,
+    /// Permits taken out of the semaphore and free: a permit that comes back
+    /// while nobody waits lands here without the semaphore's lock, and the
+    /// next request takes it from here. Waiters flush it into the semaphore.
+    spare: AtomicUsize,
     limit: AtomicUsize,
     debt: AtomicUsize,
     /// On a cache line of its own: only waiters touch it, and they should
@@ -57,6 +61,7 @@ impl Shared {
     fn with_control(limit: usize, control: Option<Control>) -> Self {
         Self {
             semaphore: Semaphore::new(limit),
+            spare: AtomicUsize::new(0),
             limit: AtomicUsize::new(limit),
             debt: AtomicUsize::new(0),
             waiting: CachePadded(AtomicUsize::new(0)),
@@ -150,7 +155,7 @@ impl Shared {
     }
 
     pub(super) fn available(&self) -> usize {
-        self.semaphore.available_permits()
+        self.semaphore.available_permits() + self.spare.load(SeqCst)
     }
 
     pub(super) fn in_flight(&self) -> usize {
@@ -187,7 +192,9 @@ impl Shared {
             return None;
         }
         loop {
-            self.semaphore.try_acquire().ok()?.forget();
+            if !self.take_spare() {
+                self.semaphore.try_acquire().ok()?.forget();
+            }
             if !self.pay_debt() {
                 let permit = self.permit();
                 self.on_admitted();
@@ -215,6 +222,9 @@ impl Shared {
     /// held goes back, and the wait resumes when the hold ends.
     async fn queued_slot(&self) {
         loop {
+            // Counted in `waiting` by the caller, so releases now go to the
+            // semaphore; what landed in the pool before goes there too.
+            self.flush_spare();
             Queued::new(self.semaphore.acquire(), self).await;
             match self.held_until() {
                 Some(until) => {
@@ -258,14 +268,53 @@ impl Shared {
     /// Gives a permit's slot back, or retires it against the debt.
     #[inline]
     pub(super) fn release(&self) {
-        if !self.pay_debt() {
-            self.semaphore.add_permits(1);
+        if self.pay_debt() {
+            return;
         }
+        if self.waiting.load(SeqCst) != 0 {
+            self.semaphore.add_permits(1);
+            return;
+        }
+        // Nobody waits: keep the permit in the pool, lock-free. A waiter
+        // counts itself before it flushes the pool, and this checks again
+        // after filling it, so one of the two moves the permit to the
+        // semaphore where the waiter gets it.
+        self.spare.fetch_add(1, SeqCst);
+        if self.waiting.load(SeqCst) != 0 {
+            self.flush_spare();
+        }
+    }
+
+    /// Takes one permit from the pool, if any.
+    #[inline]
+    fn take_spare(&self) -> bool {
+        self.spare.load(SeqCst) != 0
+            && self
+                .spare
+                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+    }
+
+    /// Moves the pool's permits to the semaphore, for its waiters.
+    fn flush_spare(&self) {
+        if self.spare.load(SeqCst) != 0 {
+            let n = self.spare.swap(0, SeqCst);
+            self.semaphore.add_permits(n);
+        }
+    }
+
+    /// Takes up to `n` free permits out of circulation; returns how many.
+    fn retire_free(&self, n: usize) -> usize {
+        let from_pool = self
+            .spare
+            .fetch_update(SeqCst, SeqCst, |s| Some(s - s.min(n)))
+            .map_or(0, |s| s.min(n));
+        from_pool + self.semaphore.forget_permits(n - from_pool)
     }
 
     /// Retires free slots against the debt while both exist.
     fn reclaim_free(&self) {
-        while self.debt.load(SeqCst) != 0 && self.semaphore.forget_permits(1) == 1 {
+        while self.debt.load(SeqCst) != 0 && self.retire_free(1) == 1 {
             if !self.pay_debt() {
                 self.semaphore.add_permits(1);
                 return;
@@ -289,7 +338,7 @@ impl Shared {
         let old = self.limit.swap(new, SeqCst);
         if new < old {
             let cut = old - new;
-            let freed = self.semaphore.forget_permits(cut);
+            let freed = self.retire_free(cut);
             self.debt.fetch_add(cut - freed, SeqCst);
             // A permit released between the two lines above went back to
             // the semaphore although it was owed: take it now.
