@@ -19,10 +19,11 @@ use crate::adaptive::{LimitAlgorithm, Sample};
 
 /// The semaphore and the bookkeeping that lets its size change at run time.
 ///
-/// Invariant: the semaphore's permits (free, handed out, or handed to a
-/// waiter that has not run yet) number `limit + debt`. `debt` is what a
-/// lowered limit still has to take back from permits that are out; every
-/// returning or newly taken permit pays it first.
+/// Invariant: the permits (free in the semaphore or in the `spare` pool,
+/// handed out, or handed to a waiter that has not run yet) number
+/// `limit + debt`. `debt` is what a lowered limit still has to take back
+/// from permits that are out; every returning or newly taken permit pays
+/// it first.
 pub(super) struct Shared {
     semaphore: Semaphore,
     /// Permits taken out of the semaphore and free: a permit that comes back
