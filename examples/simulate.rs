@@ -3,8 +3,9 @@
 //! SVG chart per scenario.
 //!
 //! ```text
-//! cargo run --release --example simulate --features sim -- [SCENARIO|all] [--out DIR] [--seed N]
+//! cargo run --release --example simulate --features sim -- [SCENARIO|all] [--out DIR] [--seed N | --seeds A-B]
 //! cargo run --release --example simulate --features sim -- knee --out /tmp/sim
+//! cargo run --release --example simulate --features sim -- all --seeds 1-30
 //! ```
 //!
 //! SCENARIO is one of `knee`, `capacity-step`, `flash-crowd`,
@@ -12,6 +13,12 @@
 //! to `target/sim/<scenario>.svg` unless `--out` says otherwise: for each
 //! run, the limit, the requests in flight and the ideal limit (dashed) over
 //! time on the left axis, and the mean latency of successes on the right.
+//!
+//! `--seeds A-B` checks robustness instead: every scenario × algorithm with
+//! each seed from A to B, one cell per seed, `ok` or the figures that miss
+//! (`g` goodput vs the best fixed limit, `p` p99 vs the backend's, `s0`
+//! settling in phase 0 in RTTs, `-` for never, `t` share timed out, `q0`
+//! share succeeded in quiet phase 0). No charts.
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -52,7 +59,8 @@ fn parse() -> Result<Args, String> {
                 let range = args.next().ok_or_else(usage)?;
                 let bad = || format!("not a range of seeds: {range}\n{}", usage());
                 let (a, b) = range.split_once('-').ok_or_else(bad)?;
-                let (a, b): (u64, u64) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                let (a, b): (u64, u64) =
+                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
                 if a > b {
                     return Err(bad());
                 }
@@ -206,24 +214,24 @@ fn robustness(scenarios: &[Scenario], seeds: &[u64]) {
                             passed += 1;
                             "ok".to_owned()
                         }
-                        Err(f) => f
-                            .0
-                            .iter()
-                            .map(|f| {
-                                let v = f.value.map_or("-".to_owned(), |v| format!("{v:.2}"));
-                                let tag = match f.figure {
-                                    sim::Figure::GoodputVsBestFixed => "g",
-                                    sim::Figure::P99VsBackend => "p",
-                                    sim::Figure::SettleRtts => "s",
-                                    sim::Figure::TimedOutShare => "t",
-                                    sim::Figure::SuccessShare => "q",
-                                    _ => "?",
-                                };
-                                let phase = f.phase.map_or(String::new(), |p| p.to_string());
-                                format!("{tag}{phase}={v}")
-                            })
-                            .collect::<Vec<_>>()
-                            .join(","),
+                        Err(f) => {
+                            f.0.iter()
+                                .map(|f| {
+                                    let v = f.value.map_or("-".to_owned(), |v| format!("{v:.2}"));
+                                    let tag = match f.figure {
+                                        sim::Figure::GoodputVsBestFixed => "g",
+                                        sim::Figure::P99VsBackend => "p",
+                                        sim::Figure::SettleRtts => "s",
+                                        sim::Figure::TimedOutShare => "t",
+                                        sim::Figure::SuccessShare => "q",
+                                        _ => "?",
+                                    };
+                                    let phase = f.phase.map_or(String::new(), |p| p.to_string());
+                                    format!("{tag}{phase}={v}")
+                                })
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        }
                     }
                 })
                 .collect();

@@ -1,9 +1,12 @@
-//! AIMD: additive increase, multiplicative decrease, driven by loss.
+//! AIMD: additive increase, multiplicative decrease, driven by loss; and
+//! the reaction to overload that all three algorithms share.
 //!
 //! The formula, the parameters and their defaults are documented on
 //! [`Aimd`] (this module is private, so its docs would never render).
 
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::{LimitAlgorithm, Sample};
 
@@ -12,30 +15,94 @@ use super::{LimitAlgorithm, Sample};
 ///
 /// It ignores latency except against a timeout: every overload, and every
 /// round trip longer than [`timeout`](Self::timeout), counts as a drop and
-/// shrinks the limit by a ratio; every other sample from a well-used limit
-/// grows it by one.
+/// shrinks the limit by a ratio; while there is no drop and the limit is
+/// reached, it grows by one per round trip.
 ///
 /// # Formula
 ///
 /// With `L` the current limit, for each sample:
 ///
 /// ```text
-/// if overload or rtt > timeout:  L = max(min, floor(L * backoff))
-/// else if in_flight * 2 >= L:    L = min(max, L + 1)
-/// else:                          L unchanged   (under-used: no evidence)
+/// if overload:                  see "Overload" below (L * backoff, a ceiling)
+/// else if rtt > timeout:        L = max(L * backoff, L0 / 2), once per episode
+/// else if in_flight < floor(L): L unchanged   (the limit was not reached)
+/// else:                         L = L + min(1, dt / rtt)   (+1 per round trip)
 /// ```
 ///
-/// The answer is always clamped to `[min, max]` (and never below 1).
+/// `dt` is the time since the limit last grew, so that the growth is one
+/// per round trip however many samples a round trip brings: about `1 / L`
+/// per sample when every request answers, one per window behind
+/// [`Windowed`](super::Windowed). The answer is `floor(L)`, clamped to
+/// `[min, max]` (and never below 1).
+///
+/// # Overload
+///
+/// An overload (a refusal, a timeout) is an event, not a noisy
+/// measurement, and all three algorithms ([`Aimd`], [`Vegas`](super::Vegas),
+/// [`Gradient2`](super::Gradient2)) react to it in the same way:
+///
+/// - **A decrease per overload**: `L = L * backoff` for each one (0.9 for
+///   Vegas and Gradient2), so a burst of ten refusals cuts deeper than one.
+///   Overloads that arrive within one *feedback time* of the first (the
+///   longest round trip of an overload in the episode: how long an overload
+///   takes to be seen) are one *episode*, and an episode never takes the
+///   limit below half of what it was when the episode began.
+/// - **A ceiling**: a request refused with `n` in flight (itself included)
+///   says that `n` is too many. The limit is capped at `n - 1` (the
+///   smallest such cap in the episode), and may not grow above it for a
+///   *hold*: two feedback times at first, twice as long for each new
+///   episode that starts within two holds of the previous one (overload
+///   persists), up to 32 feedback times.
+/// - **Probing**: once the hold has passed, the cap rises by one, and then
+///   by one every two feedback times (one for a request to be admitted at
+///   the new limit, one for its answer), so that the next probe above the
+///   refused count waits until the previous one could have been refused.
+///   Behind a backend that answers 429 within a millisecond this is no
+///   brake at all; behind one that never answers, whose overloads are only
+///   seen at the client's deadline, it keeps the limit from running past
+///   the refused count faster than the deadline can report it. The cap is
+///   dropped once it has risen to twice the refused count.
 ///
 /// # Parameters
 ///
 /// | Parameter | Builder | Default | Meaning |
 /// |---|---|---|---|
-/// | initial | [`initial`](Self::initial) | 20 | Limit to start with (clamped to `[min, max]`). |
-/// | min | [`min`](Self::min) | 20 | Lowest limit; at least 1. |
+/// | initial | [`initial`](Self::initial) | 10 | Limit to start with (clamped to `[min, max]`). |
+/// | min | [`min`](Self::min) | 1 | Lowest limit; at least 1. |
 /// | max | [`max`](Self::max) | 200 | Highest limit; if below `min`, `max` wins. |
 /// | backoff | [`backoff`](Self::backoff) | 0.9 | Ratio the limit is multiplied by on a drop, in `(0, 1)`. |
 /// | timeout | [`timeout`](Self::timeout) | 5 s | A round trip longer than this counts as a drop. |
+///
+/// AIMD only sees latency beyond its `timeout`: give it a timeout that is a
+/// latency budget (somewhat above the latency you expect unloaded), or it
+/// lets queues grow until requests time out. Its fixed `backoff` is also
+/// its limit: a ratio gentle enough to hold a steady limit near capacity
+/// takes many round trips to follow a backend that loses most of its
+/// capacity at once; the delay-based [`Vegas`](super::Vegas) and
+/// [`Gradient2`](super::Gradient2) cut in proportion to the queue.
+///
+/// # Deviations from Netflix
+///
+/// - **`min` is 1, not 20, and `initial` 10, not 20.** A library default
+///   has to be able to find a small limit: behind a backend that takes 5 at
+///   once, a floor of 20 keeps 15 too many in flight however many refusals
+///   come back. Starting at 10 (as TCP starts at ten segments) and growing
+///   finds larger limits within a few round trips, and sends fewer requests
+///   into a backend that cannot take them before the first answer.
+/// - **Growth is one per round trip, not per sample, and only when the
+///   limit was reached** (`in_flight >= floor(L)`, not Netflix's
+///   `in_flight * 2 >= L`). One per sample is one per request in flight
+///   every round trip: the limit doubled each round trip and ran far past
+///   the backend between two drops. TCP's congestion avoidance grows by one
+///   per round trip, and only when the window was used.
+/// - **Overload** sets a ceiling and is grouped into episodes, as above;
+///   Netflix only multiplies by `backoff` per drop, so behind a backend
+///   that refuses above a threshold the limit climbed straight back over
+///   it, one refusal (or, behind a black hole, one timed-out request) per
+///   step.
+/// - **A slow success** (`rtt > timeout`) is one decrease per episode, not
+///   one per sample: the requests of one queue all come back slow, and
+///   counting each of them took the limit far below it.
 ///
 /// # Example
 ///
@@ -54,35 +121,40 @@ pub struct Aimd {
     backoff: f64,
     timeout: Duration,
     /// The current limit; `None` until the first update.
-    limit: Option<usize>,
+    limit: Option<f64>,
+    /// When the limit last grew.
+    grew: Option<Instant>,
+    overloads: Overloads,
 }
 
 impl Default for Aimd {
     fn default() -> Self {
         Self {
-            initial: 20,
-            min: 20,
+            initial: 10,
+            min: 1,
             max: 200,
             backoff: 0.9,
             timeout: Duration::from_secs(5),
             limit: None,
+            grew: None,
+            overloads: Overloads::default(),
         }
     }
 }
 
 impl Aimd {
-    /// The defaults: initial 20, min 20, max 200, backoff 0.9, timeout 5 s.
+    /// The defaults: initial 10, min 1, max 200, backoff 0.9, timeout 5 s.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// The limit to start with (default 20), clamped to `[min, max]`.
+    /// The limit to start with (default 10), clamped to `[min, max]`.
     pub fn initial(mut self, initial: usize) -> Self {
         self.initial = initial;
         self
     }
 
-    /// The lowest limit (default 20); 0 is taken as 1.
+    /// The lowest limit (default 1); 0 is taken as 1.
     pub fn min(mut self, min: usize) -> Self {
         self.min = min;
         self
@@ -114,32 +186,174 @@ impl Aimd {
         self
     }
 
-    fn clamp(&self, limit: usize) -> usize {
+    fn bounds(&self) -> (f64, f64) {
         let hi = self.max.max(1);
-        let lo = self.min.clamp(1, hi);
-        limit.clamp(lo, hi)
+        (self.min.clamp(1, hi) as f64, hi as f64)
+    }
+
+    fn set(&mut self, limit: f64) -> usize {
+        let (lo, hi) = self.bounds();
+        let limit = limit.clamp(lo, hi);
+        self.limit = Some(limit);
+        limit as usize
     }
 }
 
 impl LimitAlgorithm for Aimd {
     fn initial_limit(&self) -> usize {
-        self.clamp(self.initial)
+        let (lo, hi) = self.bounds();
+        (self.initial as f64).clamp(lo, hi) as usize
     }
 
     fn update(&mut self, sample: &Sample) -> usize {
-        let limit = self.limit.unwrap_or_else(|| self.initial_limit());
-        let next = if sample.overload || sample.rtt > self.timeout {
-            // Float product then floor, as Netflix does; a limit is far
-            // below 2^53, so the conversion is exact.
-            (limit as f64 * self.backoff).floor() as usize
-        } else if sample.in_flight.saturating_mul(2) >= limit {
-            limit.saturating_add(1)
+        let limit = self.limit.unwrap_or_else(|| self.initial_limit() as f64);
+        if sample.overload {
+            let next = self.overloads.overload(limit, self.backoff, sample);
+            return self.set(next);
+        }
+        if sample.rtt > self.timeout {
+            let next = self.overloads.slow(limit, self.backoff, sample);
+            return self.set(next);
+        }
+        if !reached(limit, sample) {
+            return self.set(limit);
+        }
+        let grown = limit + rounds_since(self.grew, sample);
+        let grown = self.overloads.cap(limit, grown, sample.now);
+        if grown > limit {
+            self.grew = Some(sample.now);
+        }
+        self.set(grown)
+    }
+}
+
+/// Whether the sample's request found the limit reached: it was admitted
+/// with `floor(limit)` or more in flight, itself included. Growth without
+/// that is growth nobody asked for.
+pub(super) fn reached(limit: f64, sample: &Sample) -> bool {
+    sample.in_flight as f64 >= limit.floor()
+}
+
+/// The round trips since the limit last grew (`last`), at most one,
+/// measured in the sample's own round trip; one if it never grew.
+pub(super) fn rounds_since(last: Option<Instant>, sample: &Sample) -> f64 {
+    let Some(last) = last else {
+        return 1.0;
+    };
+    let rtt = sample.rtt.as_secs_f64();
+    if rtt <= 0.0 {
+        return 1.0;
+    }
+    let dt = sample.now.saturating_duration_since(last).as_secs_f64();
+    (dt / rtt).min(1.0)
+}
+
+/// An episode never takes the limit below this share of where it began.
+const EPISODE_FLOOR: f64 = 0.5;
+/// The first hold after an overload, in feedback times.
+const HOLD: u32 = 2;
+/// The longest hold, in feedback times.
+const MAX_HOLD: u32 = 32;
+/// Feedback times between two probe steps above the ceiling.
+const PROBE_WAIT: u32 = 2;
+
+/// The reaction to overload that [`Aimd`], [`Vegas`](super::Vegas) and
+/// [`Gradient2`](super::Gradient2) share; see "Overload" on [`Aimd`].
+#[derive(Debug, Clone, Default)]
+pub(super) struct Overloads {
+    /// The first overload of the current episode, and the limit then.
+    episode: Option<(Instant, f64)>,
+    /// The longest round trip of an overload in the current episode.
+    feedback: Duration,
+    /// The current hold.
+    hold: Duration,
+    /// The cap on growth, if any.
+    ceiling: Option<Ceiling>,
+    /// Until when the cap may not rise.
+    hold_until: Option<Instant>,
+}
+
+/// A cap on growth after overload.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Ceiling {
+    /// The highest limit allowed now.
+    at: f64,
+    /// The in-flight count the backend refused, less one.
+    refused: f64,
+}
+
+impl Overloads {
+    /// Continues the current episode or starts a new one; answers whether
+    /// it is new, and the floor of the episode.
+    fn episode(&mut self, limit: f64, sample: &Sample) -> (bool, f64) {
+        let now = sample.now;
+        if let Some((start, limit_then)) = self.episode {
+            if now < start + self.feedback {
+                self.feedback = self.feedback.max(sample.rtt);
+                return (false, limit_then * EPISODE_FLOOR);
+            }
+        }
+        let persisting = self
+            .episode
+            .is_some_and(|(start, _)| now < start + self.hold * 2 + self.feedback);
+        self.feedback = sample.rtt;
+        let first = self.feedback * HOLD;
+        self.hold = if persisting {
+            (self.hold * 2).clamp(first, self.feedback * MAX_HOLD)
         } else {
-            limit
+            first
         };
-        let next = self.clamp(next);
-        self.limit = Some(next);
-        next
+        self.episode = Some((now, limit));
+        (true, limit * EPISODE_FLOOR)
+    }
+
+    /// An overload at `limit`: the new limit.
+    pub(super) fn overload(&mut self, limit: f64, backoff: f64, sample: &Sample) -> f64 {
+        let (new, floor) = self.episode(limit, sample);
+        let refused = sample.in_flight.saturating_sub(1).max(1) as f64;
+        let ceiling = match self.ceiling {
+            Some(c) if !new => Ceiling {
+                at: c.at.min(refused),
+                refused: c.refused.min(refused),
+            },
+            _ => Ceiling {
+                at: refused,
+                refused,
+            },
+        };
+        self.ceiling = Some(ceiling);
+        self.hold_until = Some(sample.now + self.hold);
+        (limit * backoff).max(floor).min(ceiling.at)
+    }
+
+    /// A success too slow to count as one (AIMD's timeout): one decrease
+    /// per episode, and no ceiling.
+    pub(super) fn slow(&mut self, limit: f64, backoff: f64, sample: &Sample) -> f64 {
+        match self.episode(limit, sample) {
+            (true, floor) => (limit * backoff).max(floor),
+            (false, _) => limit,
+        }
+    }
+
+    /// Growth from `limit` to `grown`, as far as the ceiling allows.
+    pub(super) fn cap(&mut self, limit: f64, grown: f64, now: Instant) -> f64 {
+        let Some(c) = self.ceiling else {
+            return grown;
+        };
+        if grown <= c.at {
+            return grown;
+        }
+        if self.hold_until.is_some_and(|until| now < until) {
+            return grown.min(limit.max(c.at));
+        }
+        let raised = c.at.floor() + 1.0;
+        if raised >= 2.0 * c.refused {
+            self.ceiling = None;
+            return grown;
+        }
+        self.ceiling = Some(Ceiling { at: raised, ..c });
+        self.hold_until = Some(now + self.feedback * PROBE_WAIT);
+        grown.min(limit.max(raised))
     }
 }
 
@@ -147,100 +361,207 @@ impl LimitAlgorithm for Aimd {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use tokio::time::Instant;
 
     const MS: Duration = Duration::from_millis(1);
 
-    fn ok(in_flight: usize) -> Sample {
-        Sample {
-            rtt: 10 * MS,
-            in_flight,
-            overload: false,
-            now: Instant::now(),
+    /// Samples of one run, `at` milliseconds after its start.
+    struct Clock(Instant);
+
+    impl Clock {
+        fn new() -> Self {
+            Self(Instant::now())
+        }
+
+        fn ok(&self, at: u64, rtt: u64, in_flight: usize) -> Sample {
+            Sample {
+                rtt: Duration::from_millis(rtt),
+                in_flight,
+                overload: false,
+                now: self.0 + Duration::from_millis(at),
+            }
+        }
+
+        fn over(&self, at: u64, rtt: u64, in_flight: usize) -> Sample {
+            Sample {
+                overload: true,
+                ..self.ok(at, rtt, in_flight)
+            }
         }
     }
 
-    fn overload(in_flight: usize) -> Sample {
-        Sample {
-            overload: true,
-            ..ok(in_flight)
-        }
+    fn limit(a: &Aimd) -> f64 {
+        a.limit.expect("updated")
     }
 
     #[test]
     fn defaults() {
         let a = Aimd::default();
-        assert_eq!(a.initial_limit(), 20);
+        assert_eq!(a.initial_limit(), 10);
         assert_eq!(
             (a.min, a.max, a.backoff, a.timeout),
-            (20, 200, 0.9, Duration::from_secs(5))
+            (1, 200, 0.9, Duration::from_secs(5))
         );
     }
 
     #[test]
-    fn grows_by_one_only_when_half_used() {
-        let mut a = Aimd::new().initial(40).min(1);
-        // 40 needs in_flight * 2 >= 40: 19 is not enough, 20 is.
-        assert_eq!(a.update(&ok(19)), 40);
-        assert_eq!(a.update(&ok(0)), 40);
-        assert_eq!(a.update(&ok(20)), 41);
-        // 41 needs 21 (20 * 2 = 40 < 41).
-        assert_eq!(a.update(&ok(20)), 41);
-        assert_eq!(a.update(&ok(21)), 42);
-        assert_eq!(a.update(&ok(100)), 43);
+    fn grows_by_one_per_round_trip() {
+        let c = Clock::new();
+        let mut a = Aimd::new().initial(10);
+        // The first growth is a whole step.
+        assert_eq!(a.update(&c.ok(0, 100, 10)), 11);
+        // A sample every 10 ms with a 100 ms round trip: a tenth each.
+        for i in 1..=10 {
+            a.update(&c.ok(i * 10, 100, 11));
+        }
+        assert!((limit(&a) - 12.0).abs() < 1e-9, "{}", limit(&a));
+        // One sample after a long pause: still one step, not more.
+        a.update(&c.ok(10_000, 100, 12));
+        assert!((limit(&a) - 13.0).abs() < 1e-9);
+        // Behind a window (one sample per 100 ms window): one per window.
+        a.update(&c.ok(10_100, 100, 13));
+        assert!((limit(&a) - 14.0).abs() < 1e-9);
     }
 
     #[test]
-    fn backs_off_on_overload() {
-        let mut a = Aimd::new().initial(100).min(1);
-        assert_eq!(a.update(&overload(100)), 90);
-        assert_eq!(a.update(&overload(0)), 81);
-        assert_eq!(a.update(&overload(0)), 72); // floor(72.9)
-        assert_eq!(a.update(&overload(0)), 64); // floor(64.8)
+    fn grows_only_when_the_limit_was_reached() {
+        let c = Clock::new();
+        let mut a = Aimd::new().initial(10);
+        assert_eq!(a.update(&c.ok(0, 50, 9)), 10);
+        assert_eq!(a.update(&c.ok(100, 50, 0)), 10);
+        assert_eq!(a.update(&c.ok(200, 50, 10)), 11);
+        // A fifth of a round trip later: a fifth of a step.
+        a.update(&c.ok(220, 100, 11));
+        assert!((limit(&a) - 11.2).abs() < 1e-9);
+        // 10 in flight does not reach floor(11.2) = 11.
+        assert_eq!(a.update(&c.ok(300, 100, 10)), 11);
+        assert!((limit(&a) - 11.2).abs() < 1e-9);
     }
 
     #[test]
-    fn backs_off_when_rtt_exceeds_timeout() {
-        let mut a = Aimd::new()
-            .initial(100)
-            .min(1)
-            .timeout(Duration::from_millis(500));
-        let at = |rtt| Sample { rtt, ..ok(100) };
-        // Exactly the timeout is not a drop; above it is.
-        assert_eq!(a.update(&at(500 * MS)), 101);
-        assert_eq!(a.update(&at(501 * MS)), 90); // floor(90.9)
+    fn backs_off_per_overload_down_to_half_in_an_episode() {
+        let c = Clock::new();
+        let mut a = Aimd::new().initial(100);
+        // Refusals with more in flight than the limit: no ceiling below it.
+        assert_eq!(a.update(&c.over(0, 10, 150)), 90);
+        assert_eq!(a.update(&c.over(1, 10, 150)), 81);
+        assert_eq!(a.update(&c.over(2, 10, 150)), 72); // floor(72.9)
+        for i in 3..10 {
+            a.update(&c.over(i, 10, 150));
+        }
+        // One episode (all within 10 ms of the first): no lower than 50.
+        assert_eq!(limit(&a), 50.0);
+        // A later overload starts another episode, from 50.
+        assert_eq!(a.update(&c.over(50, 10, 150)), 45);
     }
 
     #[test]
     fn custom_backoff() {
-        let mut a = Aimd::new().initial(100).min(1).backoff(0.5);
-        assert_eq!(a.update(&overload(1)), 50);
-        assert_eq!(a.update(&overload(1)), 25);
-        assert_eq!(a.update(&overload(1)), 12);
+        let c = Clock::new();
+        let mut a = Aimd::new().initial(100).backoff(0.5);
+        assert_eq!(a.update(&c.over(0, 1, 200)), 50);
+        assert_eq!(a.update(&c.over(10, 1, 200)), 25);
+        assert_eq!(a.update(&c.over(20, 1, 200)), 12);
+    }
+
+    #[test]
+    fn a_refusal_sets_a_ceiling_held_then_probed_one_step_at_a_time() {
+        let c = Clock::new();
+        let mut a = Aimd::new().initial(20);
+        // Refused with 6 in flight: the limit falls to 5 at once.
+        assert_eq!(a.update(&c.over(0, 100, 6)), 5);
+        // Held for two feedback times (200 ms): no growth above 5.
+        assert_eq!(a.update(&c.ok(100, 50, 5)), 5);
+        assert_eq!(a.update(&c.ok(199, 50, 5)), 5);
+        // Then one step...
+        assert_eq!(a.update(&c.ok(200, 50, 5)), 6);
+        // ...and the next only two feedback times later.
+        assert_eq!(a.update(&c.ok(300, 50, 6)), 6);
+        assert_eq!(a.update(&c.ok(399, 50, 6)), 6);
+        assert_eq!(a.update(&c.ok(400, 50, 6)), 7);
+        // Probing up to twice the refused count drops the ceiling.
+        let mut at = 400;
+        while limit(&a) < 9.0 {
+            at += 200;
+            a.update(&c.ok(at, 50, 9));
+        }
+        assert_eq!(a.update(&c.ok(at + 200, 50, 9)), 10);
+        assert!(a.overloads.ceiling.is_none());
+        assert_eq!(a.update(&c.ok(at + 300, 50, 10)), 11);
+    }
+
+    #[test]
+    fn the_hold_doubles_while_overloads_persist() {
+        let c = Clock::new();
+        let mut a = Aimd::new().initial(20);
+        a.update(&c.over(0, 100, 6));
+        assert_eq!(a.overloads.hold, 200 * MS);
+        // A new episode within two holds: twice the hold.
+        a.update(&c.over(300, 100, 6));
+        assert_eq!(a.overloads.hold, 400 * MS);
+        a.update(&c.over(800, 100, 6));
+        assert_eq!(a.overloads.hold, 800 * MS);
+        // Up to 32 feedback times.
+        for i in 0..10 {
+            a.update(&c.over(1_000 + i * 1_000, 100, 6));
+        }
+        assert_eq!(a.overloads.hold, 3_200 * MS);
+        // After a long quiet spell, back to two.
+        a.update(&c.over(600_000, 100, 6));
+        assert_eq!(a.overloads.hold, 200 * MS);
+    }
+
+    #[test]
+    fn the_ceiling_is_the_lowest_refused_count_of_the_episode() {
+        let c = Clock::new();
+        let mut a = Aimd::new().initial(30);
+        // Refused with 12, then 8, in flight, within one feedback time.
+        assert_eq!(a.update(&c.over(0, 100, 12)), 11);
+        assert_eq!(a.update(&c.over(50, 100, 8)), 7);
+        // A higher count does not raise it (and the cap wins over the
+        // episode's floor of 15).
+        assert_eq!(a.update(&c.over(60, 100, 20)), 7);
+        assert_eq!(a.overloads.ceiling.unwrap().refused, 7.0);
+    }
+
+    #[test]
+    fn slow_successes_back_off_once_per_episode_without_a_ceiling() {
+        let c = Clock::new();
+        let mut a = Aimd::new().initial(100).timeout(500 * MS);
+        // Exactly the timeout is not a drop; above it is.
+        assert_eq!(a.update(&c.ok(0, 500, 100)), 101);
+        assert_eq!(a.update(&c.ok(10, 501, 100)), 90); // floor(90.9)
+                                                       // The rest of the same queue, within one slow round trip: no more.
+        assert_eq!(a.update(&c.ok(20, 600, 100)), 90);
+        assert_eq!(a.update(&c.ok(400, 600, 100)), 90);
+        // A later one: another decrease.
+        assert_eq!(a.update(&c.ok(700, 600, 100)), 81);
+        assert!(a.overloads.ceiling.is_none());
     }
 
     #[test]
     fn respects_min_and_max() {
+        let c = Clock::new();
         let mut a = Aimd::new().initial(22).min(20).max(23);
-        assert_eq!(a.update(&ok(100)), 23);
-        assert_eq!(a.update(&ok(100)), 23);
-        assert_eq!(a.update(&overload(100)), 20); // floor(20.7)
-        assert_eq!(a.update(&overload(100)), 20); // floor(18) -> min
+        assert_eq!(a.update(&c.ok(0, 10, 100)), 23);
+        assert_eq!(a.update(&c.ok(100, 10, 100)), 23);
+        assert_eq!(a.update(&c.over(200, 10, 100)), 20); // floor(20.7)
+        assert_eq!(a.update(&c.over(300, 10, 100)), 20); // floor(18) -> min
     }
 
     #[test]
     fn initial_is_clamped_and_bounds_are_sane() {
-        assert_eq!(Aimd::new().initial(5).initial_limit(), 20);
+        let c = Clock::new();
+        assert_eq!(Aimd::new().initial(5).min(20).initial_limit(), 20);
         assert_eq!(Aimd::new().initial(500).initial_limit(), 200);
         // min 0 is taken as 1; max below min wins.
         let mut a = Aimd::new().initial(1).min(0).max(3);
         assert_eq!(a.initial_limit(), 1);
-        assert_eq!(a.update(&overload(1)), 1);
+        assert_eq!(a.update(&c.over(0, 1, 1)), 1);
         let b = Aimd::new().min(50).max(10);
         assert_eq!(b.initial_limit(), 10);
-        let mut c = Aimd::new().min(0).max(0);
-        assert_eq!(c.initial_limit(), 1);
-        assert_eq!(c.update(&ok(5)), 1);
+        let mut d = Aimd::new().min(0).max(0);
+        assert_eq!(d.initial_limit(), 1);
+        assert_eq!(d.update(&c.ok(0, 1, 5)), 1);
     }
 
     #[test]
@@ -257,21 +578,27 @@ mod tests {
             initial in 0usize..500,
             backoff in 0.01f64..0.99,
             samples in prop::collection::vec(
-                (0u64..10_000, 0usize..1_000, any::<bool>()), 0..300),
+                (0u64..50, 0u64..10_000, 0usize..1_000, any::<bool>()), 0..300),
         ) {
             let max = min + span;
-            let mut a = Aimd::new().initial(initial).min(min).max(max).backoff(backoff);
+            let mut a = Aimd::new()
+                .initial(initial)
+                .min(min)
+                .max(max)
+                .backoff(backoff)
+                .timeout(500 * MS);
             let lo = min.max(1);
             let hi = max.max(lo);
             let l = a.initial_limit();
             prop_assert!(l >= lo && l <= hi);
-            let start = Instant::now();
-            for (i, (rtt_ms, in_flight, overload)) in samples.into_iter().enumerate() {
+            let mut now = Instant::now();
+            for (gap_ms, rtt_ms, in_flight, overload) in samples {
+                now += Duration::from_millis(gap_ms);
                 let l = a.update(&Sample {
                     rtt: Duration::from_millis(rtt_ms),
                     in_flight,
                     overload,
-                    now: start + i as u32 * MS,
+                    now,
                 });
                 prop_assert!(l >= lo && l <= hi, "{} not in [{}, {}]", l, lo, hi);
             }

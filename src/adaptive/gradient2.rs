@@ -1,75 +1,123 @@
-//! Gradient2: a delay-based limit that compares each round trip with a
-//! long-term average.
+//! Gradient2: a delay-based limit that compares the round trip with a
+//! no-load baseline.
 //!
 //! The formula, the parameters and their defaults are documented on
 //! [`Gradient2`] (this module is private, so its docs would never render).
 
+use tokio::time::Instant;
+
+use super::aimd::{reached, rounds_since, Overloads};
+use super::vegas::{RttFilter, CALM_ROUNDS};
 use super::{LimitAlgorithm, Sample};
 
-/// Samples averaged plainly before the moving average takes over.
-const WARMUP: usize = 10;
-/// A long average above this many times the sample is decayed...
-const DRIFT_RATIO: f64 = 2.0;
-/// ...by this factor.
-const DRIFT_DECAY: f64 = 0.95;
-/// The gradient an overload counts as.
-const OVERLOAD_GRADIENT: f64 = 0.5;
+/// The smallest gradient: a decrease keeps at least this share.
+const MIN_GRADIENT: f64 = 0.25;
+/// The ratio an overload multiplies the limit by.
+const BACKOFF: f64 = 0.9;
 
 /// A delay-based limit after Netflix concurrency-limits' `Gradient2Limit`.
 ///
-/// It keeps a long-term average of the round trip as the latency the
-/// backend can sustain, and compares each sample with it: a round trip
-/// within `tolerance` times the average means no harmful queue, and the
-/// limit grows by `queue_size`; a longer one shrinks the limit in
-/// proportion (at most by half per sample).
+/// It compares the round trip with a baseline, the latency of an empty
+/// queue: a round trip within `tolerance` times the baseline means no
+/// harmful queue, and the limit grows by `queue_size` per round trip; a
+/// longer one shrinks the limit in proportion.
 ///
 /// # Formula
 ///
-/// With `L` the current limit and `rtt` the sample's round trip:
+/// With `L` the current limit, `rtt` the smoothed round trip, `own` the
+/// sample's own and `baseline` the no-load round trip (both kept as in
+/// [`Vegas`](super::Vegas): time-weighted moving averages, the baseline the
+/// lowest slow average over one to two intervals of `long_window` round
+/// trips), and
 ///
 /// ```text
-/// long_rtt  = plain average of the first 10 samples, then
-///             long_rtt * (1 - f) + rtt * f   with f = 2 / (long_window + 1)
-/// short_rtt = rtt
-/// if long_rtt / short_rtt > 2:  long_rtt = long_rtt * 0.95   (drift down)
-///
-/// if in_flight < L / 2:  hold   (under-used: no evidence)
-/// gradient = clamp(tolerance * long_rtt / short_rtt, 0.5, 1.0)
-/// new      = L * gradient + queue_size
-/// L        = clamp(L * (1 - smoothing) + new * smoothing, min, max)
+/// gradient(r) = clamp(tolerance * baseline / r, 0.25, 1.0)
 /// ```
 ///
-/// The gradient uses `long_rtt` from before the drift. The drift lets the
-/// average come back down quickly after a long spell of high latency
-/// ends; during the warm-up it has no lasting effect, since the next
-/// sample recomputes the plain average. The answer is `floor(L)`.
+/// each sample does the first of these that applies:
 ///
-/// At a steady round trip the gradient is 1 and `L` grows by
-/// `smoothing * queue_size` per sample (0.8 with the defaults), until
-/// queueing raises the round trip above `tolerance * long_rtt`.
+/// ```text
+/// overload:                    see "Overload" on Aimd (L * 0.9, a ceiling)
+/// f * 2 < L, with f the sample's in-flight count:
+///                              hold        (under-used: no evidence)
+/// g = gradient(min(rtt, own)) < 1 and f * g + queue_size < L:
+///                              new = f * g + queue_size
+/// in_flight < floor(L):        hold        (the limit was not reached)
+/// g = gradient(max(rtt, own)), L * g + queue_size <= L:
+///                              hold
+/// otherwise:                   new = L + step * min(1, dt / rtt)
+///     step = max(queue_size, L / 8) if max(rtt, own) <= baseline * 17/16
+///                                   and no decrease for 20 round trips
+///     step = min(L * g + queue_size - L, queue_size)   otherwise
 ///
-/// # Overload
+/// L = clamp(L * (1 - smoothing) + new * smoothing, min, max)
+/// ```
 ///
-/// Netflix's `Gradient2Limit` ignores drops. Here an overload counts as
-/// the smallest gradient, 0.5, whatever the in-flight count:
-/// `new = L * 0.5 + queue_size`, smoothed and clamped as above (with the
-/// defaults, `L = 0.9 L + 0.8`). Its round trip is not added to `long_rtt`:
-/// a fast refusal or a timeout says nothing about the latency of served
-/// requests.
+/// At the equilibrium `L * gradient + queue_size = L`, the round trip is
+/// `tolerance * L / (L - queue_size)` times the baseline: with the
+/// defaults 1.15 times for a large limit and about 1.45 times for a limit
+/// of 5. The answer is `floor(L)`. As in [`Vegas`](super::Vegas), a
+/// decrease is judged at the sample's own in-flight count (for a window,
+/// the largest) and can only lower the limit, so the answers of one queue
+/// lead to one decrease however many there are; the smoothed and the own
+/// round trip must both show a queue to decrease and both show none to
+/// grow; and `dt` is the time since the limit last grew, so growth is one
+/// step per round trip however many samples it brings.
 ///
 /// # Parameters
 ///
 /// | Parameter | Builder | Default | Meaning |
 /// |---|---|---|---|
-/// | initial | [`initial`](Self::initial) | 20 | Limit to start with (clamped to `[min, max]`). |
-/// | min | [`min`](Self::min) | 20 | Lowest limit; at least 1. |
+/// | initial | [`initial`](Self::initial) | 10 | Limit to start with (clamped to `[min, max]`). |
+/// | min | [`min`](Self::min) | 1 | Lowest limit; at least 1. |
 /// | max | [`max`](Self::max) | 200 | Highest limit; if below `min`, `max` wins. |
-/// | smoothing | [`smoothing`](Self::smoothing) | 0.2 | Weight of the new value, in `(0, 1]`. |
-/// | tolerance | [`tolerance`](Self::tolerance) | 1.5 | How many times `long_rtt` a round trip may take before the limit shrinks; at least 1. |
-/// | long_window | [`long_window`](Self::long_window) | 600 | Samples the `long_rtt` moving average spans; at least 1. |
-/// | queue_size | [`queue_size`](Self::queue_size) | 4 | Added to `L * gradient`: the queue allowed, and the growth per sample at gradient 1 before smoothing. |
-/// | warm-up | — | 10 | Samples averaged plainly before the moving average. |
-/// | drift | — | ratio 2, factor 0.95 | See the formula. |
+/// | smoothing | [`smoothing`](Self::smoothing) | 1.0 | Weight of the new value, in `(0, 1]`. |
+/// | tolerance | [`tolerance`](Self::tolerance) | 1.15 | How many times the baseline a round trip may take before the limit shrinks; at least 1. |
+/// | long_window | [`long_window`](Self::long_window) | 1000 | Round trips of one interval of the baseline's minimum (it spans one to two); at least 1. |
+/// | queue_size | [`queue_size`](Self::queue_size) | 1 | Added to `L * gradient`: the queue allowed, and the growth per round trip. |
+///
+/// # Overload
+///
+/// An overload decreases the limit by 10% and sets a ceiling, as on
+/// [`Aimd`](super::Aimd) (see "Overload" there); its round trip is not
+/// averaged in: a fast refusal or a timeout says nothing about the latency
+/// of served requests.
+///
+/// # Deviations from Netflix
+///
+/// - **`min` is 1, not 20, and `initial` 10, not 20**: a library default
+///   has to be able to find a small limit (behind a backend that takes 5 at
+///   once, a floor of 20 keeps 15 too many in flight), and a start above
+///   what the backend takes queues requests before the first answer, whose
+///   round trips then pass for the unloaded latency.
+/// - **The baseline is a no-load round trip, not a long average.**
+///   Netflix compares each round trip with an exponential average of the
+///   round trips themselves, over 600 samples: under steady load that
+///   average *is* the loaded latency, the gradient stays at 1, and the
+///   limit climbs by `queue_size` per sample until the average lags behind
+///   a growing queue. It settled at about twice the ideal limit. Here the
+///   baseline is the lowest slow average (see [`Vegas`](super::Vegas)),
+///   which only an empty queue reaches; `long_window` now counts the round
+///   trips of its interval, not the samples of an average.
+/// - **`tolerance` is 1.15, not 1.5, and `queue_size` 1, not 4**:
+///   against a no-load baseline, 1.5 allowed half as many queued as
+///   served, and a fixed allowance of 4 is a whole worker pool's worth for
+///   a small backend (behind 4 workers it settled at 8).
+/// - **The smallest gradient is 0.25, not 0.5**: when the backend loses
+///   three quarters of its workers, halving per step leaves a queue that
+///   every request admitted meanwhile waits in.
+/// - **Growth is a step per round trip, not per sample, and only when the
+///   limit was reached; decreases are judged at the sample's own in-flight
+///   count; smoothing defaults to 1** (Netflix: 0.2 of the way, every
+///   sample). Per-sample steps move the limit once per request in flight
+///   each round trip, so growth ran ahead of the queue it built, and the
+///   smoothing that tamed it made decreases slow. The step is
+///   `max(queue_size, L/8)` while the round trip is within a sixteenth of
+///   the baseline and nothing decreased for 20 round trips (a slow start),
+///   so large limits are found in tens of round trips, not hundreds.
+/// - **Overload** is a multiplicative decrease with a ceiling, shared with
+///   the other algorithms (see "Overload" on [`Aimd`](super::Aimd)).
+///   Netflix's `Gradient2Limit` ignores drops.
 ///
 /// # Example
 ///
@@ -90,39 +138,47 @@ pub struct Gradient2 {
     queue_size: usize,
     /// The current estimate; `None` until the first update.
     limit: Option<f64>,
-    long_rtt: LongRtt,
+    rtts: RttFilter,
+    /// When the limit last grew.
+    grew: Option<Instant>,
+    /// When the limit last fell, on delay or overload.
+    fell: Option<Instant>,
+    overloads: Overloads,
 }
 
 impl Default for Gradient2 {
     fn default() -> Self {
         Self {
-            initial: 20,
-            min: 20,
+            initial: 10,
+            min: 1,
             max: 200,
-            smoothing: 0.2,
-            tolerance: 1.5,
-            long_window: 600,
-            queue_size: 4,
+            smoothing: 1.0,
+            tolerance: 1.15,
+            long_window: 1000,
+            queue_size: 1,
             limit: None,
-            long_rtt: LongRtt::default(),
+            rtts: RttFilter::default(),
+            grew: None,
+            fell: None,
+            overloads: Overloads::default(),
         }
     }
 }
 
 impl Gradient2 {
-    /// The defaults: initial 20, min 20, max 200, smoothing 0.2, tolerance
-    /// 1.5, long_window 600, queue_size 4.
+    /// The defaults: initial 10, min 1, max 200, smoothing 1.0, tolerance
+    /// 1.15, long_window 1000, queue_size 1.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// The limit to start with (default 20), clamped to `[min, max]`.
+    /// The limit to start with (default 10), clamped to `[min, max]`.
     pub fn initial(mut self, initial: usize) -> Self {
         self.initial = initial;
         self
     }
 
-    /// The lowest limit (default 20); 0 is taken as 1.
+    /// The lowest limit (default 1); 0 is taken as 1.
     pub fn min(mut self, min: usize) -> Self {
         self.min = min;
         self
@@ -135,7 +191,7 @@ impl Gradient2 {
     }
 
     /// The weight of each new value against the current limit (default
-    /// 0.2).
+    /// 1.0).
     ///
     /// # Panics
     ///
@@ -149,8 +205,8 @@ impl Gradient2 {
         self
     }
 
-    /// How many times the long-term average a round trip may take before
-    /// the limit shrinks (default 1.5).
+    /// How many times the baseline a round trip may take before the limit
+    /// shrinks (default 1.15).
     ///
     /// # Panics
     ///
@@ -164,7 +220,8 @@ impl Gradient2 {
         self
     }
 
-    /// How many samples the long-term average spans (default 600).
+    /// How many round trips one interval of the baseline's minimum lasts
+    /// (default 1000); the baseline spans one to two intervals.
     ///
     /// # Panics
     ///
@@ -175,7 +232,8 @@ impl Gradient2 {
         self
     }
 
-    /// The queue allowed on top of `L * gradient` (default 4).
+    /// The queue allowed on top of `L * gradient`, and the growth per
+    /// round trip (default 1).
     pub fn queue_size(mut self, queue_size: usize) -> Self {
         self.queue_size = queue_size;
         self
@@ -186,9 +244,8 @@ impl Gradient2 {
         (self.min.clamp(1, hi) as f64, hi as f64)
     }
 
-    /// Moves toward `L * gradient + queue_size` and answers the new limit.
-    fn apply(&mut self, limit: f64, gradient: f64) -> usize {
-        let new = limit * gradient + self.queue_size as f64;
+    /// Moves toward `new` and answers the new limit.
+    fn apply(&mut self, limit: f64, new: f64) -> usize {
         let (lo, hi) = self.bounds();
         let next = (limit * (1.0 - self.smoothing) + new * self.smoothing).clamp(lo, hi);
         self.limit = Some(next);
@@ -206,50 +263,63 @@ impl LimitAlgorithm for Gradient2 {
         let limit = self.limit.unwrap_or_else(|| self.initial_limit() as f64);
 
         if sample.overload {
-            return self.apply(limit, OVERLOAD_GRADIENT);
+            self.fell = Some(sample.now);
+            let next = self.overloads.overload(limit, BACKOFF, sample);
+            return self.apply(limit, next);
         }
 
-        // Nanoseconds: exact in f64 up to 104 days.
-        let short = sample.rtt.as_nanos() as f64;
-        let long = self.long_rtt.add(short, self.long_window);
-        if long / short > DRIFT_RATIO {
-            self.long_rtt.value *= DRIFT_DECAY;
-        }
-
-        if (sample.in_flight as f64) < limit / 2.0 {
-            return limit as usize;
-        }
-
-        let gradient = if short == 0.0 {
-            // No latency at all: no queue.
-            1.0
-        } else {
-            (self.tolerance * long / short).clamp(OVERLOAD_GRADIENT, 1.0)
+        self.rtts
+            .add(sample.rtt, sample.now, self.long_window as f64);
+        let (Some(rtt), Some(baseline)) = (self.rtts.short(), self.rtts.baseline()) else {
+            return self.apply(limit, limit);
         };
-        self.apply(limit, gradient)
-    }
-}
+        let own = sample.rtt.as_secs_f64();
+        let tolerance = self.tolerance;
+        let gradient = |r: f64| {
+            if r <= 0.0 {
+                1.0
+            } else {
+                (tolerance * baseline / r).clamp(MIN_GRADIENT, 1.0)
+            }
+        };
+        let queue = self.queue_size as f64;
 
-/// The long-term round trip, in nanoseconds: a plain average over the
-/// warm-up, then an exponential moving average.
-#[derive(Debug, Clone, Default)]
-struct LongRtt {
-    count: usize,
-    sum: f64,
-    value: f64,
-}
-
-impl LongRtt {
-    fn add(&mut self, sample: f64, window: usize) -> f64 {
-        if self.count < WARMUP {
-            self.count += 1;
-            self.sum += sample;
-            self.value = self.sum / self.count as f64;
-        } else {
-            let factor = 2.0 / (window as f64 + 1.0);
-            self.value = self.value * (1.0 - factor) + sample * factor;
+        if (sample.in_flight as f64) * 2.0 < limit {
+            // Under-used: no evidence either way.
+            return self.apply(limit, limit);
         }
-        self.value
+        let measured = (sample.in_flight as f64).max(1.0);
+        let g = gradient(rtt.min(own));
+        if g < 1.0 {
+            let target = measured * g + queue;
+            if target < limit {
+                self.fell = Some(sample.now);
+                return self.apply(limit, target);
+            }
+        }
+
+        if !reached(limit, sample) {
+            return self.apply(limit, limit);
+        }
+        let slower = rtt.max(own);
+        let target = limit * gradient(slower) + queue;
+        if target <= limit {
+            return self.apply(limit, limit);
+        }
+        let calm = self.fell.is_none_or(|at| {
+            sample.now.saturating_duration_since(at).as_secs_f64() >= CALM_ROUNDS * baseline
+        });
+        let step = if calm && slower <= baseline * (1.0 + 1.0 / 16.0) {
+            queue.max(limit / 8.0)
+        } else {
+            (target - limit).min(queue)
+        };
+        let grown = limit + step * rounds_since(self.grew, sample);
+        let grown = self.overloads.cap(limit, grown, sample.now);
+        if grown > limit {
+            self.grew = Some(sample.now);
+        }
+        self.apply(limit, grown)
     }
 }
 
@@ -258,29 +328,45 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::time::Duration;
-    use tokio::time::Instant;
 
-    const MS: Duration = Duration::from_millis(1);
     const EPS: f64 = 1e-9;
 
-    fn ok(rtt: Duration, in_flight: usize) -> Sample {
-        Sample {
-            rtt,
-            in_flight,
-            overload: false,
-            now: Instant::now(),
+    /// Samples of one run, `at` milliseconds after its start.
+    struct Clock(Instant);
+
+    impl Clock {
+        fn new() -> Self {
+            Self(Instant::now())
+        }
+
+        fn ok(&self, at: u64, rtt: u64, in_flight: usize) -> Sample {
+            Sample {
+                rtt: Duration::from_millis(rtt),
+                in_flight,
+                overload: false,
+                now: self.0 + Duration::from_millis(at),
+            }
+        }
+
+        fn over(&self, at: u64, rtt: u64, in_flight: usize) -> Sample {
+            Sample {
+                overload: true,
+                ..self.ok(at, rtt, in_flight)
+            }
         }
     }
 
-    /// After the warm-up at `rtt`, with the limit held (nothing in flight).
-    fn warmed(g: Gradient2, rtt: Duration) -> Gradient2 {
-        let mut g = g;
+    /// Feeds `rtt` every 10 ms with nothing in flight (so the limit holds)
+    /// until the baseline is set; answers the time of the last sample.
+    fn warm(g: &mut Gradient2, c: &Clock, rtt: u64) -> u64 {
         let l = g.initial_limit();
-        for _ in 0..WARMUP {
-            assert_eq!(g.update(&ok(rtt, 0)), l);
+        for at in (0..).step_by(10) {
+            assert_eq!(g.update(&c.ok(at, rtt, 0)), l);
+            if g.rtts.baseline().is_some() {
+                return at;
+            }
         }
-        assert_eq!(g.long_rtt.value, rtt.as_nanos() as f64);
-        g
+        unreachable!()
     }
 
     fn limit(g: &Gradient2) -> f64 {
@@ -290,161 +376,172 @@ mod tests {
     #[test]
     fn defaults() {
         let g = Gradient2::default();
-        assert_eq!(g.initial_limit(), 20);
+        assert_eq!(g.initial_limit(), 10);
         assert_eq!(
             (g.min, g.max, g.long_window, g.queue_size),
-            (20, 200, 600, 4)
+            (1, 200, 1000, 1)
         );
-        assert_eq!((g.smoothing, g.tolerance), (0.2, 1.5));
+        assert_eq!((g.smoothing, g.tolerance), (1.0, 1.15));
     }
 
     #[test]
-    fn long_rtt_warms_up_then_moves_exponentially() {
+    fn holds_until_there_is_a_baseline() {
+        let c = Clock::new();
         let mut g = Gradient2::new();
-        for (i, ms) in [10u64, 20, 30].into_iter().enumerate() {
-            g.update(&ok(Duration::from_millis(ms), 0));
-            assert_eq!(g.long_rtt.count, i + 1);
+        for at in (0..500).step_by(10) {
+            assert_eq!(g.update(&c.ok(at, 100, 10)), 10);
         }
-        assert_eq!(g.long_rtt.value, 20e6);
-        let mut g = warmed(Gradient2::new(), 10 * MS);
-        g.update(&ok(16 * MS, 0));
-        let f = 2.0 / 601.0;
-        assert!((g.long_rtt.value - (10e6 * (1.0 - f) + 16e6 * f)).abs() < EPS);
     }
 
     #[test]
-    fn grows_by_queue_size_at_gradient_one() {
-        // smoothing 1: exactly L + queue_size per sample.
-        let mut g = warmed(Gradient2::new().smoothing(1.0), 10 * MS);
-        assert_eq!(g.update(&ok(10 * MS, 20)), 24);
-        assert_eq!(g.update(&ok(10 * MS, 20)), 28);
-        // Up to tolerance * long_rtt the gradient is still 1.
-        assert_eq!(g.update(&ok(15 * MS, 20)), 32);
-        let mut g = warmed(Gradient2::new().smoothing(1.0).queue_size(10), 10 * MS);
-        assert_eq!(g.update(&ok(10 * MS, 20)), 30);
-        // Default smoothing 0.2: smoothing * queue_size = 0.8 per sample.
-        let mut g = warmed(Gradient2::new(), 10 * MS);
+    fn grows_fast_while_nothing_queues_then_by_queue_size() {
+        let c = Clock::new();
+        let mut g = Gradient2::new().initial(16);
+        let t = warm(&mut g, &c, 100);
+        // At the baseline: L / 8 per round trip (a slow start).
+        g.update(&c.ok(t + 10, 100, 16));
+        assert!((limit(&g) - 18.0).abs() < EPS);
+        // Within tolerance but above a sixteenth: queue_size per round trip.
+        let mut g = Gradient2::new().initial(16);
+        let t = warm(&mut g, &c, 100);
         for i in 1..=20 {
-            g.update(&ok(10 * MS, 200));
-            assert!((limit(&g) - (20.0 + 0.8 * i as f64)).abs() < 1e-6);
+            g.update(&c.ok(t + i * 10, 110, 16));
         }
-        assert_eq!(g.update(&ok(10 * MS, 200)), 36);
-    }
-
-    #[test]
-    fn shrinks_by_the_gradient_when_rtt_rises() {
-        let mut g = warmed(Gradient2::new().initial(100).smoothing(1.0), 10 * MS);
-        // long = 10 ms moved a little toward 20 ms; gradient = 1.5 * long / 20.
-        g.update(&ok(20 * MS, 100));
-        let f = 2.0 / 601.0;
-        let long = 10e6 * (1.0 - f) + 20e6 * f;
-        let gradient = 1.5 * long / 20e6;
-        assert!(gradient > 0.75 && gradient < 0.76);
-        assert!((limit(&g) - (100.0 * gradient + 4.0)).abs() < EPS);
-        // The gradient never goes below 0.5: 100 ms gives 0.5 exactly.
-        let mut g = warmed(Gradient2::new().initial(100).smoothing(1.0), 10 * MS);
-        assert_eq!(g.update(&ok(100 * MS, 100)), 54);
-    }
-
-    #[test]
-    fn converges_down_to_min_when_rtt_rises() {
-        let mut g = warmed(Gradient2::new().initial(200), 10 * MS);
-        // Gradient 0.5, smoothing 0.2: L = 0.9 L + 0.8.
-        g.update(&ok(100 * MS, 200));
-        assert!((limit(&g) - 180.8).abs() < EPS);
-        let mut last = 180;
-        let mut steps = 1;
-        while last > 20 {
-            let l = g.update(&ok(100 * MS, 200));
-            assert!(l < last, "{l} !< {last}");
-            last = l;
-            steps += 1;
+        assert!((limit(&g) - 17.0).abs() < 0.05, "{}", limit(&g));
+        // queue_size 4: four per round trip.
+        let mut g = Gradient2::new().initial(16).queue_size(4);
+        let t = warm(&mut g, &c, 100);
+        for i in 1..=10 {
+            g.update(&c.ok(t + i * 10, 110, 16));
         }
-        assert!(steps < 40, "{steps}");
-        assert_eq!(g.update(&ok(100 * MS, 200)), 20);
+        assert!((limit(&g) - 20.0).abs() < 0.05, "{}", limit(&g));
+        // Not when the limit was not reached.
+        let mut g = Gradient2::new().initial(16);
+        let t = warm(&mut g, &c, 100);
+        assert_eq!(g.update(&c.ok(t + 10, 100, 15)), 16);
+        assert_eq!(limit(&g), 16.0);
     }
 
     #[test]
-    fn long_rtt_drifts_down_after_a_latency_drop() {
-        let f = 2.0 / 601.0;
-        let mut g = warmed(Gradient2::new().initial(100).smoothing(1.0), 100 * MS);
-        // long / short = 99.7 / 10 > 2: decay by 0.95 after use.
-        g.update(&ok(10 * MS, 100));
-        let long = 100e6 * (1.0 - f) + 10e6 * f;
-        assert!((g.long_rtt.value - long * 0.95).abs() < EPS);
-        // The gradient used the long rtt before the decay (capped at 1).
-        assert_eq!(limit(&g), 104.0);
-        // It keeps decaying while the ratio stays above 2, then stops.
-        let mut previous = g.long_rtt.value;
-        let mut decays = 0;
-        for _ in 0..40 {
-            g.update(&ok(10 * MS, 0));
-            let mut expected = previous * (1.0 - f) + 10e6 * f;
-            if expected / 10e6 > 2.0 {
-                expected *= 0.95;
-                decays += 1;
-            }
-            assert!((g.long_rtt.value - expected).abs() < 1e-3);
-            previous = g.long_rtt.value;
+    fn shrinks_by_the_gradient_at_the_measured_in_flight() {
+        let c = Clock::new();
+        let mut g = Gradient2::new().initial(20);
+        let t = warm(&mut g, &c, 100);
+        // A 200 ms answer with 20 in flight, 300 ms after the last: the
+        // smoothed round trip moves most of the way (weight
+        // 1 - exp(-300 / 200)), and the shorter of it and the answer's own
+        // gives the gradient.
+        g.update(&c.ok(t + 300, 200, 20));
+        let rtt = g.rtts.short().unwrap();
+        assert!(rtt > 0.15 && rtt < 0.2, "{rtt}");
+        let gradient = 1.15 * 0.1 / rtt;
+        assert!((limit(&g) - (20.0 * gradient + 1.0)).abs() < EPS);
+        // The same answer again, at the same 20 in flight: the same
+        // target, no second decrease.
+        let l = limit(&g);
+        g.update(&c.ok(t + 300, 200, 20));
+        assert_eq!(limit(&g), l);
+        // Far slower ones: a quarter at most, plus the queue.
+        for i in 1..=50 {
+            g.update(&c.ok(t + 300 + i * 10, 5000, 20));
         }
-        // 94.7 ms * 0.95^n reaches 20 ms after about 30 decays.
-        assert!((25..35).contains(&decays), "{decays}");
-        assert!(previous <= 20e6 && previous > 18e6, "{previous}");
-        // Not when the ratio is at most 2.
-        let mut g = warmed(Gradient2::new(), 100 * MS);
-        g.update(&ok(60 * MS, 0));
-        assert!((g.long_rtt.value - (100e6 * (1.0 - f) + 60e6 * f)).abs() < EPS);
+        assert!((limit(&g) - 6.0).abs() < EPS);
+        // One at a lower in-flight count: its own target.
+        g.update(&c.ok(t + 900, 5000, 8));
+        assert!((limit(&g) - 3.0).abs() < EPS);
+        // A single slow answer among frequent fast ones moves nothing.
+        let mut g = Gradient2::new().initial(20);
+        let t = warm(&mut g, &c, 100);
+        assert_eq!(g.update(&c.ok(t + 10, 300, 20)), 20);
     }
 
     #[test]
-    fn holds_when_under_used() {
-        let mut g = warmed(Gradient2::new().initial(40).min(1), 10 * MS);
-        // 19 < 40 / 2: hold, at any rtt...
-        assert_eq!(g.update(&ok(10 * MS, 19)), 40);
-        assert_eq!(g.update(&ok(500 * MS, 19)), 40);
-        assert_eq!(g.limit, None);
-        // ...but the long rtt still learns.
-        assert!(g.long_rtt.value > 10e6);
-        // 20 is enough.
-        assert_eq!(g.update(&ok(10 * MS, 20)), 40);
-        assert!(limit(&g) > 40.0);
+    fn under_used_answers_decide_nothing() {
+        let c = Clock::new();
+        let mut g = Gradient2::new().initial(20);
+        let t = warm(&mut g, &c, 100);
+        // Slow, but with 9 in flight of a limit of 20 (the first request
+        // after an idle spell, say): not this limit's queue.
+        for i in 1..=50 {
+            assert_eq!(g.update(&c.ok(t + i * 10, 1000, 9)), 20);
+        }
+        assert!(g.update(&c.ok(t + 600, 1000, 10)) < 20);
     }
 
     #[test]
-    fn overload_counts_as_gradient_one_half() {
-        let mut g = warmed(Gradient2::new().initial(100).min(1), 10 * MS);
-        // Even under-used: 0.8 * 100 + 0.2 * (50 + 4) = 90.8.
-        let over = Sample {
-            overload: true,
-            ..ok(MS, 0)
-        };
-        assert_eq!(g.update(&over), 90);
-        assert!((limit(&g) - 90.8).abs() < EPS);
-        // Its rtt is not averaged in.
-        assert_eq!(g.long_rtt.value, 10e6);
-        assert_eq!(g.long_rtt.count, WARMUP);
-        let mut g = Gradient2::new().initial(100).smoothing(1.0);
-        assert_eq!(g.update(&over), 54);
-        assert_eq!(g.long_rtt.count, 0);
+    fn holds_at_the_equilibrium() {
+        let c = Clock::new();
+        // L * 1.15 / r + 1 = L at L = 20: r = 1.15 * 20 / 19 = 1.2105.
+        let mut g = Gradient2::new().initial(20);
+        let t = warm(&mut g, &c, 100);
+        for i in 1..=50 {
+            g.update(&c.ok(t + i * 10, 121, 20));
+        }
+        assert!((limit(&g) - 20.0).abs() < 0.05, "{}", limit(&g));
+    }
+
+    #[test]
+    fn a_decrease_slows_growth_for_twenty_round_trips() {
+        let c = Clock::new();
+        let mut g = Gradient2::new().initial(40);
+        let t = warm(&mut g, &c, 100);
+        g.update(&c.ok(t + 300, 300, 40));
+        let l = limit(&g);
+        assert!(l < 30.0, "{l}");
+        // No queue again: queue_size per round trip, not L / 8, until 20
+        // round trips (2 s) after the decrease.
+        let mut at = t + 2_050;
+        for _ in 0..3 {
+            g.update(&c.ok(at, 100, 80));
+            at += 100;
+        }
+        assert!(
+            (limit(&g) - (l + 3.0)).abs() < EPS,
+            "{} from {l}",
+            limit(&g)
+        );
+        let before = limit(&g);
+        g.update(&c.ok(at, 100, 80));
+        assert!((limit(&g) - before - before / 8.0).abs() < EPS);
+    }
+
+    #[test]
+    fn overload_sets_a_ceiling_and_its_rtt_is_not_averaged() {
+        let c = Clock::new();
+        let mut g = Gradient2::new().initial(20);
+        let t = warm(&mut g, &c, 100);
+        let short = g.rtts.short();
+        assert_eq!(g.update(&c.over(t + 10, 1, 6)), 5);
+        assert_eq!(g.rtts.short(), short);
+        assert_eq!(g.update(&c.ok(t + 11, 100, 5)), 5);
+        // Before any sample, an overload still decreases.
+        let mut g = Gradient2::new().initial(100);
+        assert_eq!(g.update(&c.over(0, 10, 200)), 90);
+        assert_eq!(g.rtts.baseline(), None);
+    }
+
+    #[test]
+    fn smoothing_moves_part_way() {
+        let c = Clock::new();
+        let mut g = Gradient2::new().initial(16).smoothing(0.5);
+        let t = warm(&mut g, &c, 100);
+        // new = 18: L = 0.5 * 16 + 0.5 * 18.
+        g.update(&c.ok(t + 10, 100, 16));
+        assert!((limit(&g) - 17.0).abs() < EPS);
     }
 
     #[test]
     fn respects_min_and_max() {
-        let mut g = warmed(Gradient2::new().initial(199).smoothing(1.0), 10 * MS);
-        assert_eq!(g.update(&ok(10 * MS, 200)), 200);
-        assert_eq!(g.update(&ok(10 * MS, 200)), 200);
-        let mut g = warmed(Gradient2::new().initial(21).smoothing(1.0), 10 * MS);
-        assert_eq!(g.update(&ok(100 * MS, 20)), 20);
-        assert_eq!(Gradient2::new().initial(1).initial_limit(), 20);
+        let c = Clock::new();
+        let mut g = Gradient2::new().initial(199);
+        let t = warm(&mut g, &c, 100);
+        assert_eq!(g.update(&c.ok(t + 10, 100, 199)), 200);
+        assert_eq!(g.update(&c.ok(t + 200, 100, 200)), 200);
+        let mut g = Gradient2::new().initial(21).min(20);
+        let t = warm(&mut g, &c, 100);
+        assert_eq!(g.update(&c.ok(t + 10, 1000, 21)), 20);
         assert_eq!(Gradient2::new().initial(1000).initial_limit(), 200);
         assert_eq!(Gradient2::new().min(0).max(0).initial_limit(), 1);
-    }
-
-    #[test]
-    fn zero_rtt_is_no_queue() {
-        let mut g = Gradient2::new().smoothing(1.0);
-        assert_eq!(g.update(&ok(Duration::ZERO, 20)), 24);
-        assert_eq!(g.update(&ok(Duration::ZERO, 20)), 28);
     }
 
     #[test]
@@ -464,7 +561,7 @@ mod tests {
             long_window in 1usize..1_000,
             queue_size in 0usize..50,
             samples in prop::collection::vec(
-                (0u64..10_000_000, 0usize..1_000, any::<bool>()), 0..300),
+                (0u64..50, 0u64..10_000_000, 0usize..1_000, any::<bool>()), 0..300),
         ) {
             let max = min + span;
             let mut g = Gradient2::new()
@@ -479,13 +576,14 @@ mod tests {
             let hi = max.max(lo);
             let l = g.initial_limit();
             prop_assert!(l >= lo && l <= hi);
-            let start = Instant::now();
-            for (i, (rtt_us, in_flight, overload)) in samples.into_iter().enumerate() {
+            let mut now = Instant::now();
+            for (gap_ms, rtt_us, in_flight, overload) in samples {
+                now += Duration::from_millis(gap_ms);
                 let l = g.update(&Sample {
                     rtt: Duration::from_micros(rtt_us),
                     in_flight,
                     overload,
-                    now: start + i as u32 * MS,
+                    now,
                 });
                 prop_assert!(l >= lo && l <= hi, "{} not in [{}, {}]", l, lo, hi);
             }

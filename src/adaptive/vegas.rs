@@ -1,83 +1,163 @@
-//! Vegas: a delay-based limit that estimates the queue from the minimum
-//! round trip, after TCP Vegas.
+//! Vegas: a delay-based limit that estimates the queue from the no-load
+//! round trip, after TCP Vegas; and the round-trip filter that Vegas and
+//! Gradient2 share.
 //!
 //! The formula, the parameters and their defaults are documented on
 //! [`Vegas`] (this module is private, so its docs would never render).
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
+use super::aimd::{reached, rounds_since, Overloads};
 use super::{LimitAlgorithm, Sample};
 
 /// The seed of the default jitter generator (any non-zero value will do).
 const DEFAULT_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
+/// The ratio an overload multiplies the limit by.
+const BACKOFF: f64 = 0.9;
+/// A decrease on delay keeps at least this share of the in-flight count
+/// it was measured at.
+const MIN_KEPT: f64 = 0.25;
+/// Fast growth waits this many baseline round trips after a decrease.
+pub(super) const CALM_ROUNDS: f64 = 20.0;
 
 /// A delay-based limit after TCP Vegas and Netflix concurrency-limits'
 /// `VegasLimit`.
 ///
-/// It remembers the smallest round trip seen, `rtt_noload`, as the latency
-/// of an empty queue, estimates from each sample how many of the `L`
-/// requests in flight are queueing rather than being served, and steers
-/// that estimate into a small band: grow while there is (almost) no queue,
-/// shrink when it is long.
+/// It keeps a baseline, `rtt_noload`, as the latency of an empty queue,
+/// estimates from the round trip how many of the requests in flight are
+/// queueing rather than being served, and steers that estimate into a
+/// band: grow while there is (almost) no queue, shrink when it is long.
 ///
 /// # Formula
 ///
-/// With `L` the current limit and `lg = max(1, floor(log10(floor(L))))`:
+/// With `L` the current limit, `rtt` the smoothed round trip and `own` the
+/// sample's own (see "Round trips"), and
 ///
 /// ```text
-/// alpha = 3 * lg     beta = 6 * lg     threshold = lg
-/// queue = ceil(L * (1 - rtt_noload / rtt))
+/// queue(n, r) = n * (1 - rtt_noload / r)      of n in flight, how many queue
+/// alpha(n)    = max(1, n / 8)
+/// beta(n)     = max(2, n / 4)
+/// ```
 ///
-/// if overload:                 new = L - lg
-/// else if in_flight * 2 < L:   hold          (under-used: no evidence)
-/// else if queue <= threshold:  new = L + beta   (no queue: grow fast)
-/// else if queue < alpha:       new = L + lg     (short queue: grow)
-/// else if queue > beta:        new = L - lg     (long queue: shrink)
-/// else:                        hold          (alpha <= queue <= beta)
+/// each sample does the first of these that applies:
+///
+/// ```text
+/// overload:                      see "Overload" on Aimd (L * 0.9, a ceiling)
+/// f * 2 < L, with f the sample's in-flight count:
+///                                hold        (under-used: no evidence)
+/// q = queue(f, min(rtt, own)) > beta(f):
+///                                new = min(L, max(f - q + mid(f), f / 4))
+///                                with mid(f) = (alpha(f) + beta(f)) / 2
+/// in_flight < floor(L):          hold        (the limit was not reached)
+/// q = queue(L, max(rtt, own)) >= alpha(L):
+///                                hold        (alpha <= queue: enough queued)
+/// otherwise:                     new = L + step * min(1, dt / rtt)
+///     step = alpha(L) if q <= L / 16 and no decrease for 20 round trips
+///     step = 1        otherwise
 ///
 /// L = (1 - smoothing) * L + smoothing * clamp(new, min, max)
 /// ```
 ///
-/// The answer is `floor(L)`, within `[min, max]` and never below 1.
+/// The answer is `floor(L)`, within `[min, max]` and never below 1. `dt`
+/// is the time since the limit last grew, so growth is one step per round
+/// trip however many samples a round trip brings.
 ///
-/// `rtt_noload` is set by the first successful sample and lowered by any
-/// shorter one; such a sample only updates `rtt_noload` and holds the
-/// limit. Because the true no-load latency can also *rise* (a slower
-/// backend, a new network path), it is re-probed: after about
-/// `probe_multiplier * L` successful samples (`jitter * probe_multiplier *
-/// L`, with `jitter` drawn in `[0.5, 1)` afresh after each probe) the next
-/// sample's round trip replaces `rtt_noload` outright, and the limit holds
-/// for that sample. The jitter comes from a small xorshift generator seeded
-/// by [`seed`](Self::seed), not from the clock, so a run is reproducible;
-/// give each limiter its own seed if many should not probe in lock-step.
+/// **A decrease** is judged at the concurrency the sample was measured at
+/// (its in-flight count, for a window the largest): `f - q` is how many of
+/// those were being served, and the limit moves to that plus the middle of
+/// the band (so the queue it leaves is neither at the band's edge, where
+/// the next noisy measurement would push it out, nor empty), keeping at
+/// least a quarter of `f`. It can only lower the limit. So a queue is
+/// never counted twice: the requests admitted before a decrease measured
+/// the queue it cut, at the in-flight count it cut, and lead to the same
+/// target again; a longer round trip among them (the queue was worse than
+/// the first answers showed) lowers it further; requests admitted after it
+/// measure the new limit. The smoothed round trip and the sample's own
+/// must both show the queue (`min`), and both must show it empty for
+/// growth (`max`): one slow or fast answer decides nothing.
+///
+/// # Round trips
+///
+/// Vegas keeps two moving averages of the successful round trips, both
+/// weighted by time (samples of one instant are averaged first), so that
+/// they span the same time whether they are fed every request or, behind
+/// [`Windowed`](super::Windowed), one sample per window:
+///
+/// - `rtt`, over about two round trips: the latency now;
+/// - a slow one over about eight, whose lowest value is the baseline:
+///   `rtt_noload` is the lowest slow average of the current and the
+///   previous probe interval (see `probe_multiplier`). Both averages start
+///   as plain means of their first samples, until the moving average
+///   would weigh a new one more (so the first value is not one lucky
+///   sample's); until the slow one has run for eight round trips there is
+///   no `rtt_noload`, and the limit holds.
 ///
 /// # Parameters
 ///
 /// | Parameter | Builder | Default | Meaning |
 /// |---|---|---|---|
-/// | initial | [`initial`](Self::initial) | 20 | Limit to start with (clamped to `[min, max]`). |
+/// | initial | [`initial`](Self::initial) | 10 | Limit to start with (clamped to `[min, max]`). |
 /// | min | [`min`](Self::min) | 1 | Lowest limit; at least 1. |
 /// | max | [`max`](Self::max) | 1000 | Highest limit; if below `min`, `max` wins. |
 /// | smoothing | [`smoothing`](Self::smoothing) | 1.0 | Weight of the new value, in `(0, 1]`; 1 applies it at once. |
-/// | probe_multiplier | [`probe_multiplier`](Self::probe_multiplier) | 30 | Re-probe `rtt_noload` every `jitter * probe_multiplier * L` samples; 0 never re-probes. |
-/// | seed | [`seed`](Self::seed) | `0x9E37_79B9_7F4A_7C15` | Seed of the probe jitter generator. |
-/// | alpha, beta, threshold | — | `3·lg`, `6·lg`, `lg` | Fixed functions of `L`, as Netflix's defaults. |
-/// | increase, decrease | — | `L + lg`, `L - lg` | Fixed functions of `L`, as Netflix's defaults. |
+/// | probe_multiplier | [`probe_multiplier`](Self::probe_multiplier) | 1000 | A probe interval lasts `jitter * probe_multiplier` round trips of `rtt_noload`; 0 keeps the lowest ever. |
+/// | seed | [`seed`](Self::seed) | `0x9E37_79B9_7F4A_7C15` | Seed of the probe jitter generator (`jitter` in `[0.5, 1)`, drawn afresh for each interval). |
 ///
 /// # Overload
 ///
-/// An overload shrinks the limit (`L - lg`) whatever the in-flight count,
-/// and its round trip is not used for `rtt_noload` or the probe count: a
-/// fast refusal (an upstream 503) is not the latency of an empty queue,
-/// and a timeout's round trip is not a latency at all.
+/// An overload decreases the limit by 10% and sets a ceiling, as on
+/// [`Aimd`](super::Aimd) (see "Overload" there); its round trip is not
+/// averaged in: a fast refusal is not the latency of an empty queue, and a
+/// timeout's round trip is not a latency at all.
+///
+/// # Deviations from Netflix
+///
+/// - **The queue band is proportional** (`alpha = L/8`, `beta = L/4`, at
+///   least 1 and 2) instead of `3·log10 L` and `6·log10 L`. The limit a
+///   backend needs is its capacity times its latency plus a queue that
+///   grows with it (a pool of `C` workers wants about `C/8` queued); a band
+///   of 3 to 6 queued requests is most of the work of 4 workers, so a small
+///   backend was driven to twice its ideal limit, while for 16 workers the
+///   band sat at the edge of what they need.
+/// - **Growth is a step per round trip**, not `6·log10 L` per sample, and
+///   only when the limit was reached: a sample per request grows the limit
+///   once per request in flight each round trip, and Netflix's Vegas ran
+///   well past its ideal limit before the queue it built was measured. The
+///   step is `alpha` while the queue is nearly empty and nothing decreased
+///   for 20 round trips (a slow start), else 1 (as TCP Vegas).
+/// - **Decreases are proportional** (to the estimated served count plus
+///   the middle of the band, measured at the sample's own in-flight count)
+///   rather than `-log10 L` per sample: when the backend loses three quarters of its
+///   workers, one step per sample takes seconds to come down while every
+///   request admitted meanwhile waits in its queue.
+/// - **Overload** is a multiplicative decrease with a ceiling, shared with
+///   the other algorithms (see "Overload" on [`Aimd`](super::Aimd));
+///   Netflix takes `log10 L` per overload.
+/// - **The baseline is the lowest slow average**, not the lowest single
+///   round trip: under heavy jitter the shortest single round trip is a
+///   fraction of the typical one, and the queue it implies never empties
+///   (Netflix's Vegas sat at half the ideal limit). The probe no longer
+///   replaces the baseline with the next single sample, which jitter makes
+///   a lottery (and a loaded sample makes a queue look like none): it
+///   starts a new interval of the minimum, and intervals count round trips,
+///   not samples, so they last as long behind
+///   [`Windowed`](super::Windowed); 1000 round trips rather than 30 × L
+///   samples.
+/// - **`initial` is 10, not 20**: a limit above what the backend takes
+///   queues requests before the first answer comes back, and those answers
+///   teach a "no-load" round trip that includes a queue. Starting at 10 and
+///   growing (by an eighth per round trip while nothing queues) finds a
+///   larger limit within a few round trips.
 ///
 /// # Example
 ///
 /// ```
 /// use tower_concurrency::adaptive::{LimitAlgorithm, Vegas};
 ///
-/// let vegas = Vegas::new().initial(10).max(500).probe_multiplier(50).seed(7);
-/// assert_eq!(vegas.initial_limit(), 10);
+/// let vegas = Vegas::new().initial(20).max(500).probe_multiplier(500).seed(7);
+/// assert_eq!(vegas.initial_limit(), 20);
 /// ```
 #[derive(Debug, Clone)]
 pub struct Vegas {
@@ -88,12 +168,15 @@ pub struct Vegas {
     probe_multiplier: usize,
     /// The current estimate; `None` until the first update.
     limit: Option<f64>,
-    rtt_noload: Option<Duration>,
-    /// Successful samples since the last probe.
-    probe_count: usize,
-    /// In `[0.5, 1)`; drawn afresh after each probe.
+    rtts: RttFilter,
+    /// In `[0.5, 1)`; drawn afresh for each probe interval.
     probe_jitter: f64,
     rng: XorShift,
+    /// When the limit last grew.
+    grew: Option<Instant>,
+    /// When the limit last fell, on delay or overload.
+    fell: Option<Instant>,
+    overloads: Overloads,
 }
 
 impl Default for Vegas {
@@ -101,28 +184,30 @@ impl Default for Vegas {
         let mut rng = XorShift::new(DEFAULT_SEED);
         let probe_jitter = rng.jitter();
         Self {
-            initial: 20,
+            initial: 10,
             min: 1,
             max: 1000,
             smoothing: 1.0,
-            probe_multiplier: 30,
+            probe_multiplier: 1000,
             limit: None,
-            rtt_noload: None,
-            probe_count: 0,
+            rtts: RttFilter::default(),
             probe_jitter,
             rng,
+            grew: None,
+            fell: None,
+            overloads: Overloads::default(),
         }
     }
 }
 
 impl Vegas {
-    /// The defaults: initial 20, min 1, max 1000, smoothing 1.0,
-    /// probe_multiplier 30, the default seed.
+    /// The defaults: initial 10, min 1, max 1000, smoothing 1.0,
+    /// probe_multiplier 1000, the default seed.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// The limit to start with (default 20), clamped to `[min, max]`.
+    /// The limit to start with (default 10), clamped to `[min, max]`.
     pub fn initial(mut self, initial: usize) -> Self {
         self.initial = initial;
         self
@@ -155,8 +240,9 @@ impl Vegas {
         self
     }
 
-    /// Re-probe `rtt_noload` after about `probe_multiplier * L` samples
-    /// (default 30); 0 never re-probes.
+    /// A probe interval lasts `jitter * probe_multiplier` round trips of
+    /// the baseline (default 1000); the baseline is the lowest slow average
+    /// of the current and the previous interval. 0 keeps the lowest ever.
     pub fn probe_multiplier(mut self, probe_multiplier: usize) -> Self {
         self.probe_multiplier = probe_multiplier;
         self
@@ -170,84 +256,223 @@ impl Vegas {
         self
     }
 
-    fn bounds(&self) -> (usize, usize) {
+    fn bounds(&self) -> (f64, f64) {
         let hi = self.max.max(1);
-        (self.min.clamp(1, hi), hi)
-    }
-
-    fn should_probe(&self, limit: f64) -> bool {
-        self.probe_multiplier > 0
-            && self.probe_jitter * self.probe_multiplier as f64 * limit <= self.probe_count as f64
+        (self.min.clamp(1, hi) as f64, hi as f64)
     }
 
     /// Applies `new` (clamped, smoothed) and answers the new limit.
     fn apply(&mut self, limit: f64, new: f64) -> usize {
         let (lo, hi) = self.bounds();
-        let new = new.clamp(lo as f64, hi as f64);
-        let next =
-            ((1.0 - self.smoothing) * limit + self.smoothing * new).clamp(lo as f64, hi as f64);
+        let new = new.clamp(lo, hi);
+        let next = ((1.0 - self.smoothing) * limit + self.smoothing * new).clamp(lo, hi);
         self.limit = Some(next);
         next as usize
     }
+
+    /// The probe interval in round trips.
+    fn interval(&self) -> f64 {
+        if self.probe_multiplier == 0 {
+            f64::INFINITY
+        } else {
+            self.probe_jitter * self.probe_multiplier as f64
+        }
+    }
 }
 
-/// `max(1, floor(log10(limit)))`, on the integer part of the limit.
-fn lg(limit: f64) -> usize {
-    let n = (limit as usize).max(1);
-    (n.ilog10() as usize).max(1)
+fn alpha(n: f64) -> f64 {
+    (n / 8.0).max(1.0)
+}
+
+fn beta(n: f64) -> f64 {
+    (n / 4.0).max(2.0)
 }
 
 impl LimitAlgorithm for Vegas {
     fn initial_limit(&self) -> usize {
         let (lo, hi) = self.bounds();
-        self.initial.clamp(lo, hi)
+        (self.initial as f64).clamp(lo, hi) as usize
     }
 
     fn update(&mut self, sample: &Sample) -> usize {
         let limit = self.limit.unwrap_or_else(|| self.initial_limit() as f64);
-        let lg = lg(limit);
 
         if sample.overload {
-            return self.apply(limit, limit - lg as f64);
+            self.fell = Some(sample.now);
+            let next = self.overloads.overload(limit, BACKOFF, sample);
+            return self.apply(limit, next);
         }
 
-        self.probe_count = self.probe_count.saturating_add(1);
-        if self.should_probe(limit) {
+        if self.rtts.add(sample.rtt, sample.now, self.interval()) {
             self.probe_jitter = self.rng.jitter();
-            self.probe_count = 0;
-            self.rtt_noload = Some(sample.rtt);
-            return limit as usize;
         }
-        let rtt_noload = match self.rtt_noload {
-            Some(noload) if sample.rtt >= noload => noload,
-            _ => {
-                self.rtt_noload = Some(sample.rtt);
-                return limit as usize;
+        let (Some(rtt), Some(noload)) = (self.rtts.short(), self.rtts.baseline()) else {
+            return self.apply(limit, limit);
+        };
+        let own = sample.rtt.as_secs_f64();
+        let queue = |n: f64, rtt: f64| {
+            if rtt <= 0.0 {
+                0.0
+            } else {
+                (n * (1.0 - noload / rtt)).max(0.0)
             }
         };
 
         if (sample.in_flight as f64) * 2.0 < limit {
-            return limit as usize;
+            // Under-used: no evidence either way.
+            return self.apply(limit, limit);
+        }
+        let measured = (sample.in_flight as f64).max(1.0);
+        let queued = queue(measured, rtt.min(own));
+        if queued > beta(measured) {
+            let band = (alpha(measured) + beta(measured)) / 2.0;
+            let target = (measured - queued + band).max(measured * MIN_KEPT);
+            if target < limit {
+                self.fell = Some(sample.now);
+                return self.apply(limit, target);
+            }
+            return self.apply(limit, limit);
         }
 
-        // rtt >= rtt_noload here; a zero rtt means rtt_noload is zero too:
-        // no queue.
-        let queue = if sample.rtt.is_zero() {
-            0.0
+        if !reached(limit, sample) {
+            return self.apply(limit, limit);
+        }
+        let queued = queue(limit, rtt.max(own));
+        if queued >= alpha(limit) {
+            return self.apply(limit, limit);
+        }
+        let calm = self.fell.is_none_or(|at| {
+            sample.now.saturating_duration_since(at).as_secs_f64() >= CALM_ROUNDS * noload
+        });
+        let step = if calm && queued <= limit / 16.0 {
+            alpha(limit)
         } else {
-            (limit * (1.0 - rtt_noload.as_secs_f64() / sample.rtt.as_secs_f64())).ceil()
+            1.0
         };
-        let (alpha, beta, threshold) = ((3 * lg) as f64, (6 * lg) as f64, lg as f64);
-        let new = if queue <= threshold {
-            limit + beta
-        } else if queue < alpha {
-            limit + lg as f64
-        } else if queue > beta {
-            limit - lg as f64
-        } else {
-            return limit as usize;
+        let grown = limit + step * rounds_since(self.grew, sample);
+        let grown = self.overloads.cap(limit, grown, sample.now);
+        if grown > limit {
+            self.grew = Some(sample.now);
+        }
+        self.apply(limit, grown)
+    }
+}
+
+/// The smoothed round trip spans this many round trips.
+const SHORT_ROUNDS: f64 = 2.0;
+/// The slow average (the baseline's source) spans this many, and runs this
+/// long before there is a baseline.
+const SLOW_ROUNDS: f64 = 8.0;
+
+/// A time-weighted moving average; samples of one instant are averaged
+/// before they move it.
+#[derive(Debug, Clone, Default)]
+struct Ema {
+    /// The value before the current instant, if any.
+    before: Option<f64>,
+    /// The weight of the current instant's mean.
+    weight: f64,
+    sum: f64,
+    count: u32,
+    /// Instants seen.
+    instants: u64,
+    value: Option<f64>,
+}
+
+impl Ema {
+    /// Adds `x`; `dt` is the time since the previous instant, `None` if
+    /// this is the same instant; `tau` the time the average spans. Until
+    /// the moving average would weigh an instant less than a plain mean of
+    /// the instants so far, it is that plain mean.
+    fn add(&mut self, x: f64, dt: Option<f64>, tau: f64) {
+        if let Some(dt) = dt {
+            self.before = self.value;
+            self.sum = 0.0;
+            self.count = 0;
+            self.instants += 1;
+            let decay = if tau > 0.0 {
+                1.0 - (-dt / tau).exp()
+            } else {
+                1.0
+            };
+            self.weight = decay.max(1.0 / self.instants as f64);
+        }
+        self.sum += x;
+        self.count += 1;
+        let mean = self.sum / self.count as f64;
+        self.value = Some(match self.before {
+            Some(before) => before + self.weight * (mean - before),
+            None => mean,
+        });
+    }
+}
+
+/// Successful round trips, smoothed over time, and the no-load baseline
+/// taken from them; shared by [`Vegas`] and
+/// [`Gradient2`](super::Gradient2). Values are in seconds; "a round trip"
+/// as a time span is the smoothed round trip.
+#[derive(Debug, Clone, Default)]
+pub(super) struct RttFilter {
+    first: Option<Instant>,
+    at: Option<Instant>,
+    short: Ema,
+    slow: Ema,
+    /// When the current interval began, its minimum, and the previous one's.
+    mins: Option<(Instant, f64, f64)>,
+}
+
+impl RttFilter {
+    /// Adds a successful round trip measured at `now`; an interval of the
+    /// baseline's minimum lasts `interval` round trips of the baseline.
+    /// Answers whether a new interval began.
+    pub(super) fn add(&mut self, rtt: Duration, now: Instant, interval: f64) -> bool {
+        let x = rtt.as_secs_f64();
+        let dt = match self.at {
+            Some(at) if at == now => None,
+            Some(at) => Some(now.saturating_duration_since(at).as_secs_f64()),
+            None => Some(0.0),
         };
-        self.apply(limit, new)
+        self.at = Some(now);
+        let round = self.short.value.unwrap_or(x);
+        self.short.add(x, dt, SHORT_ROUNDS * round);
+        self.slow.add(x, dt, SLOW_ROUNDS * round);
+        let first = *self.first.get_or_insert(now);
+        let short = self.short.value.unwrap_or(x);
+        let warm = now.saturating_duration_since(first).as_secs_f64() >= SLOW_ROUNDS * short;
+        let Some(slow) = self.slow.value.filter(|_| warm) else {
+            return false;
+        };
+        match &mut self.mins {
+            None => {
+                self.mins = Some((now, slow, slow));
+                false
+            }
+            Some((start, current, previous)) => {
+                let baseline = current.min(*previous);
+                let age = now.saturating_duration_since(*start).as_secs_f64();
+                if age >= interval * baseline {
+                    *previous = *current;
+                    *current = slow;
+                    *start = now;
+                    true
+                } else {
+                    *current = current.min(slow);
+                    false
+                }
+            }
+        }
+    }
+
+    /// The round trip now, averaged over about two round trips.
+    pub(super) fn short(&self) -> Option<f64> {
+        self.short.value
+    }
+
+    /// The no-load round trip: the lowest slow average over the current
+    /// and the previous interval.
+    pub(super) fn baseline(&self) -> Option<f64> {
+        self.mins
+            .map(|(_, current, previous)| current.min(previous))
     }
 }
 
@@ -281,210 +506,363 @@ impl XorShift {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use tokio::time::Instant;
 
     const MS: Duration = Duration::from_millis(1);
+    const EPS: f64 = 1e-9;
 
-    fn ok(rtt: Duration, in_flight: usize) -> Sample {
-        Sample {
-            rtt,
-            in_flight,
-            overload: false,
-            now: Instant::now(),
+    /// Samples of one run, `at` milliseconds after its start.
+    struct Clock(Instant);
+
+    impl Clock {
+        fn new() -> Self {
+            Self(Instant::now())
+        }
+
+        fn ok(&self, at: u64, rtt: u64, in_flight: usize) -> Sample {
+            Sample {
+                rtt: Duration::from_millis(rtt),
+                in_flight,
+                overload: false,
+                now: self.0 + Duration::from_millis(at),
+            }
+        }
+
+        fn over(&self, at: u64, rtt: u64, in_flight: usize) -> Sample {
+            Sample {
+                overload: true,
+                ..self.ok(at, rtt, in_flight)
+            }
         }
     }
 
-    /// A Vegas at `limit` with `rtt_noload` = 100 ms and no probing.
-    fn primed(limit: usize) -> Vegas {
-        let mut v = Vegas::new().initial(limit).probe_multiplier(0);
-        assert_eq!(v.update(&ok(100 * MS, 0)), limit);
-        assert_eq!(v.rtt_noload, Some(100 * MS));
-        v
+    /// Feeds `rtt` every 10 ms with nothing in flight (so the limit holds)
+    /// until the baseline is set; answers the time of the last sample.
+    fn warm(v: &mut Vegas, c: &Clock, rtt: u64) -> u64 {
+        let l = v.initial_limit();
+        for at in (0..).step_by(10) {
+            assert_eq!(v.update(&c.ok(at, rtt, 0)), l);
+            if v.rtts.baseline().is_some() {
+                return at;
+            }
+        }
+        unreachable!()
+    }
+
+    fn limit(v: &Vegas) -> f64 {
+        v.limit.expect("updated")
     }
 
     #[test]
     fn defaults() {
         let v = Vegas::default();
-        assert_eq!(v.initial_limit(), 20);
+        assert_eq!(v.initial_limit(), 10);
         assert_eq!(
             (v.min, v.max, v.smoothing, v.probe_multiplier),
-            (1, 1000, 1.0, 30)
+            (1, 1000, 1.0, 1000)
         );
         assert!((0.5..1.0).contains(&v.probe_jitter));
     }
 
     #[test]
-    fn lg_is_floor_log10_at_least_one() {
-        assert_eq!(lg(1.0), 1);
-        assert_eq!(lg(99.9), 1);
-        assert_eq!(lg(100.0), 2);
-        assert_eq!(lg(999.0), 2);
-        assert_eq!(lg(1000.0), 3);
+    fn averages_are_time_weighted_and_start_as_plain_means() {
+        let c = Clock::new();
+        let mut f = RttFilter::default();
+        // Two samples of one instant are one average.
+        f.add(100 * MS, c.0, 1000.0);
+        f.add(200 * MS, c.0, 1000.0);
+        assert!((f.short().unwrap() - 0.15).abs() < EPS);
+        // The next instant: a plain mean of the two instants so far (its
+        // moving-average weight, 1 - exp(-10 ms / 300 ms), is smaller).
+        f.add(50 * MS, c.0 + 10 * MS, 1000.0);
+        assert!((f.short().unwrap() - 0.1).abs() < EPS);
+        assert!((f.slow.value.unwrap() - 0.1).abs() < EPS);
+        // Much later, the moving average takes over: weight
+        // 1 - exp(-dt / (2 * short)) for the short one.
+        let mut f = RttFilter::default();
+        f.add(100 * MS, c.0, 1000.0);
+        f.add(200 * MS, c.0 + 200 * MS, 1000.0);
+        let w = 1.0 - (-1.0_f64).exp();
+        assert!((f.short().unwrap() - (0.1 + w * 0.1)).abs() < EPS);
     }
 
     #[test]
-    fn first_sample_and_shorter_rtts_set_rtt_noload_and_hold() {
-        let mut v = Vegas::new().probe_multiplier(0);
-        assert_eq!(v.rtt_noload, None);
-        assert_eq!(v.update(&ok(100 * MS, 20)), 20);
-        assert_eq!(v.rtt_noload, Some(100 * MS));
-        assert_eq!(v.update(&ok(80 * MS, 20)), 20);
-        assert_eq!(v.rtt_noload, Some(80 * MS));
-        // A longer one does not raise it.
-        v.update(&ok(90 * MS, 20));
-        assert_eq!(v.rtt_noload, Some(80 * MS));
+    fn the_baseline_is_the_lowest_slow_average_after_eight_round_trips() {
+        let c = Clock::new();
+        let mut f = RttFilter::default();
+        // 100 ms round trips every 10 ms: no baseline for 800 ms.
+        for at in (0..800).step_by(10) {
+            f.add(100 * MS, c.0 + at * MS, 1000.0);
+            assert_eq!(f.baseline(), None, "{at}");
+        }
+        f.add(100 * MS, c.0 + 800 * MS, 1000.0);
+        assert!((f.baseline().unwrap() - 0.1).abs() < EPS);
+        // Longer round trips do not raise it; shorter ones lower it as
+        // the slow average comes down, not at once.
+        for at in (810..2000).step_by(10) {
+            f.add(150 * MS, c.0 + at * MS, 1000.0);
+        }
+        assert!((f.baseline().unwrap() - 0.1).abs() < EPS);
+        f.add(50 * MS, c.0 + 2000 * MS, 1000.0);
+        assert!((f.baseline().unwrap() - 0.1).abs() < EPS);
+        for at in (2010..4000).step_by(10) {
+            f.add(50 * MS, c.0 + at * MS, 1000.0);
+        }
+        let b = f.baseline().unwrap();
+        assert!(b > 0.05 && b < 0.06, "{b}");
     }
 
     #[test]
-    fn grows_by_beta_when_queue_is_within_threshold() {
-        // L = 20: lg 1, threshold 1, beta 6.
-        let mut v = primed(20);
-        // queue = ceil(20 * 0) = 0.
-        assert_eq!(v.update(&ok(100 * MS, 10)), 26);
-        // L = 26: queue = ceil(26 * (1 - 100/101)) = ceil(0.257) = 1 = threshold.
-        assert_eq!(v.update(&ok(101 * MS, 13)), 32);
-        // L = 100: lg 2, threshold 2, beta 12.
-        let mut v = primed(100);
-        // queue = ceil(100 * (1 - 100/101.5)) = ceil(1.48) = 2.
-        assert_eq!(v.update(&ok(Duration::from_micros(101_500), 50)), 112);
+    fn the_baseline_forgets_after_two_intervals() {
+        let c = Clock::new();
+        let mut f = RttFilter::default();
+        let mut rotations = 0;
+        // An interval of 10 round trips of 100 ms: a second.
+        for at in (0..1000).step_by(10) {
+            rotations += f.add(100 * MS, c.0 + at * MS, 10.0) as u32;
+        }
+        assert!((f.baseline().unwrap() - 0.1).abs() < EPS);
+        // Slower from now on: the slow average climbs to 200 ms, and the
+        // old minimum is gone after two intervals.
+        for at in (1000..10_000).step_by(10) {
+            rotations += f.add(200 * MS, c.0 + at * MS, 10.0) as u32;
+        }
+        assert!(rotations >= 2, "{rotations}");
+        assert!(f.baseline().unwrap() > 0.19, "{:?}", f.baseline());
+        // With no interval, the lowest ever stays.
+        let mut f = RttFilter::default();
+        for at in (0..1000).step_by(10) {
+            f.add(100 * MS, c.0 + at * MS, f64::INFINITY);
+        }
+        for at in (1000..6000).step_by(10) {
+            assert!(!f.add(200 * MS, c.0 + at * MS, f64::INFINITY));
+        }
+        assert!((f.baseline().unwrap() - 0.1).abs() < EPS);
     }
 
     #[test]
-    fn grows_by_lg_below_alpha() {
-        // L = 20: queue = ceil(20 * 10/110) = ceil(1.82) = 2, in (1, 3).
-        let mut v = primed(20);
-        assert_eq!(v.update(&ok(110 * MS, 10)), 21);
-        // L = 100: lg 2, alpha 6: queue = ceil(100 * 4/104) = ceil(3.85) = 4.
-        let mut v = primed(100);
-        assert_eq!(v.update(&ok(104 * MS, 50)), 102);
-    }
-
-    #[test]
-    fn holds_between_alpha_and_beta() {
-        let mut v = primed(20);
-        // queue = ceil(20 * 15/115) = ceil(2.61) = 3 = alpha.
-        assert_eq!(v.update(&ok(115 * MS, 10)), 20);
-        // queue = ceil(20 * 40/140) = ceil(5.71) = 6 = beta.
-        assert_eq!(v.update(&ok(140 * MS, 10)), 20);
-    }
-
-    #[test]
-    fn shrinks_by_lg_above_beta() {
-        let mut v = primed(20);
-        // queue = ceil(20 * 0.5) = 10 > 6.
-        assert_eq!(v.update(&ok(200 * MS, 10)), 19);
-        // L = 100: beta 12: queue = ceil(100 * 0.5) = 50.
-        let mut v = primed(100);
-        assert_eq!(v.update(&ok(200 * MS, 50)), 98);
-        // L = 98: lg is 1 again.
-        assert_eq!(v.update(&ok(200 * MS, 50)), 97);
-    }
-
-    #[test]
-    fn shrinks_by_lg_on_overload_even_when_under_used() {
-        let mut v = primed(20);
-        let over = Sample {
-            overload: true,
-            ..ok(MS, 0)
-        };
-        assert_eq!(v.update(&over), 19);
-        // The overload's short rtt is not taken as rtt_noload.
-        assert_eq!(v.rtt_noload, Some(100 * MS));
-        let mut v = primed(150);
-        assert_eq!(v.update(&over), 148);
-        // Even before any rtt_noload.
+    fn holds_until_there_is_a_baseline() {
+        let c = Clock::new();
         let mut v = Vegas::new();
-        assert_eq!(v.update(&over), 19);
-        assert_eq!(v.rtt_noload, None);
+        // The limit is reached, but there is no baseline yet.
+        for at in (0..500).step_by(10) {
+            assert_eq!(v.update(&c.ok(at, 100, 10)), 10);
+        }
+        assert_eq!(v.rtts.baseline(), None);
     }
 
     #[test]
-    fn holds_when_under_used() {
-        let mut v = primed(20);
-        // 9 * 2 < 20: no evidence either way, whatever the queue.
-        assert_eq!(v.update(&ok(100 * MS, 9)), 20);
-        assert_eq!(v.update(&ok(500 * MS, 9)), 20);
-        assert_eq!(v.update(&ok(500 * MS, 0)), 20);
+    fn grows_by_alpha_per_round_trip_while_nothing_queues() {
+        let c = Clock::new();
+        let mut v = Vegas::new();
+        let t = warm(&mut v, &c, 100);
+        // No queue: alpha = max(1, L / 8) per round trip.
+        assert_eq!(v.update(&c.ok(t + 10, 100, 10)), 11); // 10 + 1.25
+        assert!((limit(&v) - 11.25).abs() < EPS);
+        // Half a round trip later: half a step.
+        v.update(&c.ok(t + 60, 100, 11));
+        assert!((limit(&v) - (11.25 + 11.25 / 16.0)).abs() < EPS);
+        // Not when the limit was not reached.
+        let l = limit(&v);
+        assert_eq!(v.update(&c.ok(t + 200, 100, 10)), 11);
+        assert_eq!(limit(&v), l);
+    }
+
+    #[test]
+    fn grows_by_one_with_a_short_queue_and_holds_in_the_band() {
+        let c = Clock::new();
+        let mut v = Vegas::new().initial(16);
+        let t = warm(&mut v, &c, 100);
+        // Round trips of 105 ms: queue(16) = 16 * (1 - 100/105) = 0.76,
+        // at most L/16 = 1: still alpha (2).
+        v.update(&c.ok(t + 10, 105, 16));
+        let queued = 16.0 * (1.0 - 0.1 / v.rtts.short().unwrap().max(0.105));
+        assert!(queued <= 1.0, "{queued}");
+        assert!((limit(&v) - 18.0).abs() < EPS);
+        // Round trips of 110 ms (queue 1.8 at 19 > 19/16): one per round trip.
+        let mut v = Vegas::new().initial(19);
+        let t = warm(&mut v, &c, 100);
+        for i in 1..=20 {
+            v.update(&c.ok(t + i * 10, 110, 19));
+        }
+        let queued = 19.0 * (1.0 - 0.1 / 0.110);
+        assert!(queued > 19.0 / 16.0 && queued < alpha(19.0));
+        assert!((limit(&v) - 20.0).abs() < 0.05, "{}", limit(&v));
+        // Round trips of 120 ms at 20: queue 3.3, in [alpha, beta] =
+        // [2.5, 5]: hold.
+        let mut v = Vegas::new().initial(20);
+        let t = warm(&mut v, &c, 100);
+        for i in 1..=50 {
+            assert_eq!(v.update(&c.ok(t + i * 10, 120, 20)), 20);
+        }
+    }
+
+    #[test]
+    fn decreases_to_the_served_count_plus_the_middle_of_the_band() {
+        let c = Clock::new();
+        let mut v = Vegas::new().initial(20);
+        let t = warm(&mut v, &c, 100);
+        // A 200 ms answer at 20 in flight, 300 ms after the last: the
+        // smoothed round trip moves most of the way (weight
+        // 1 - exp(-300 / 200)), and the shorter of the two decides.
+        v.update(&c.ok(t + 300, 200, 20));
+        let rtt = v.rtts.short().unwrap();
+        assert!(rtt > 0.15 && rtt < 0.2, "{rtt}");
+        let queued = 20.0 * (1.0 - 0.1 / rtt);
+        assert!(queued > beta(20.0));
+        let mid = (alpha(20.0) + beta(20.0)) / 2.0;
+        assert!((limit(&v) - (20.0 - queued + mid)).abs() < EPS);
+        // The same answer again, at the same 20 in flight: the same
+        // target, no second decrease.
+        let l = limit(&v);
+        v.update(&c.ok(t + 300, 200, 20));
+        assert_eq!(limit(&v), l);
+        // Much worse ones lower it further, keeping a quarter of their
+        // in-flight count at least.
+        for i in 1..=50 {
+            v.update(&c.ok(t + 300 + i * 10, 5000, 20));
+        }
+        assert!((limit(&v) - 5.0).abs() < EPS);
+        // One at a lower in-flight count (but at least half the limit):
+        // its own target, 8 - 8 * (1 - 0.1 / rtt) + 1.5.
+        v.update(&c.ok(t + 900, 5000, 8));
+        let rtt = v.rtts.short().unwrap().min(5.0);
+        let expected = (8.0 * 0.1 / rtt + (alpha(8.0) + beta(8.0)) / 2.0).max(2.0);
+        assert!((limit(&v) - expected).abs() < EPS, "{}", limit(&v));
+        assert!(limit(&v) < 5.0);
+    }
+
+    #[test]
+    fn under_used_answers_decide_nothing() {
+        let c = Clock::new();
+        let mut v = Vegas::new().initial(20);
+        let t = warm(&mut v, &c, 100);
+        // Slow, but with 9 in flight of a limit of 20: the latency is not
+        // this limit's queue.
+        for i in 1..=50 {
+            assert_eq!(v.update(&c.ok(t + i * 10, 1000, 9)), 20);
+        }
+        // With 10 in flight it is evidence.
+        assert!(v.update(&c.ok(t + 600, 1000, 10)) < 20);
+    }
+
+    #[test]
+    fn one_answer_alone_decides_nothing() {
+        let c = Clock::new();
+        // A single slow answer among frequent fast ones moves the smoothed
+        // round trip little: no decrease, and no growth either.
+        let mut v = Vegas::new().initial(20);
+        let t = warm(&mut v, &c, 100);
+        assert_eq!(v.update(&c.ok(t + 10, 300, 20)), 20);
+        assert_eq!(limit(&v), 20.0);
+        // A fast answer while the smoothed round trip is slow: neither.
+        let mut v = Vegas::new().initial(20);
+        let t = warm(&mut v, &c, 100);
+        v.update(&c.ok(t + 300, 400, 0)); // not reached: no growth
+        assert!(v.rtts.short().unwrap() > 0.3);
+        assert_eq!(limit(&v), 20.0);
+        assert_eq!(v.update(&c.ok(t + 301, 100, 20)), 20);
+        assert_eq!(limit(&v), 20.0);
+    }
+
+    #[test]
+    fn a_decrease_slows_growth_for_twenty_round_trips() {
+        let c = Clock::new();
+        let mut v = Vegas::new().initial(20);
+        let t = warm(&mut v, &c, 100);
+        v.update(&c.ok(t + 300, 300, 20));
+        let l = limit(&v);
+        assert!(l < 15.0, "{l}");
+        // No queue again: steps of one, not alpha, until 20 round trips
+        // (2 s) after the decrease.
+        let mut at = t + 2_050;
+        for _ in 0..3 {
+            v.update(&c.ok(at, 100, 40));
+            at += 100;
+        }
+        assert!(
+            (limit(&v) - (l + 3.0)).abs() < EPS,
+            "{} from {l}",
+            limit(&v)
+        );
+        let before = limit(&v);
+        v.update(&c.ok(at, 100, 40));
+        assert!((limit(&v) - before - alpha(before)).abs() < EPS);
+    }
+
+    #[test]
+    fn overload_sets_a_ceiling_and_its_rtt_is_not_averaged() {
+        let c = Clock::new();
+        let mut v = Vegas::new().initial(20);
+        let t = warm(&mut v, &c, 100);
+        let short = v.rtts.short();
+        // Refused with 6 in flight, 1 ms round trip: limit 5.
+        assert_eq!(v.update(&c.over(t + 10, 1, 6)), 5);
+        assert_eq!(v.rtts.short(), short);
+        assert_eq!(v.rtts.baseline(), Some(0.1));
+        // No growth above 5 during the hold.
+        assert_eq!(v.update(&c.ok(t + 11, 100, 5)), 5);
+        // Before any sample, an overload still decreases.
+        let mut v = Vegas::new().initial(20);
+        assert_eq!(v.update(&c.over(0, 10, 40)), 18);
+        assert_eq!(v.rtts.baseline(), None);
     }
 
     #[test]
     fn smoothing_moves_part_way() {
-        let mut v = Vegas::new().initial(20).smoothing(0.5).probe_multiplier(0);
-        v.update(&ok(100 * MS, 0));
-        // new = 26: L = 0.5 * 20 + 0.5 * 26 = 23.
-        assert_eq!(v.update(&ok(100 * MS, 20)), 23);
-        // new = 29: L = 26.
-        assert_eq!(v.update(&ok(100 * MS, 20)), 26);
+        let c = Clock::new();
+        let mut v = Vegas::new().initial(20).smoothing(0.5);
+        let t = warm(&mut v, &c, 100);
+        // new = 20 + alpha(20) = 22.5: L = 0.5 * 20 + 0.5 * 22.5.
+        v.update(&c.ok(t + 10, 100, 20));
+        assert!((limit(&v) - 21.25).abs() < EPS);
     }
 
     #[test]
     fn respects_min_and_max() {
-        let mut v = Vegas::new().initial(20).max(23).probe_multiplier(0);
-        v.update(&ok(100 * MS, 0));
-        assert_eq!(v.update(&ok(100 * MS, 20)), 23);
-        let mut v = Vegas::new().initial(20).min(19).probe_multiplier(0);
-        v.update(&ok(100 * MS, 0));
-        assert_eq!(v.update(&ok(300 * MS, 20)), 19);
-        assert_eq!(v.update(&ok(300 * MS, 20)), 19);
-        let mut v = Vegas::new().initial(1).probe_multiplier(0);
-        let over = Sample {
-            overload: true,
-            ..ok(MS, 1)
-        };
-        assert_eq!(v.update(&over), 1);
+        let c = Clock::new();
+        let mut v = Vegas::new().initial(20).max(21);
+        let t = warm(&mut v, &c, 100);
+        assert_eq!(v.update(&c.ok(t + 10, 100, 20)), 21);
+        assert_eq!(v.update(&c.ok(t + 200, 100, 21)), 21);
+        let mut v = Vegas::new().initial(20).min(19);
+        let t = warm(&mut v, &c, 100);
+        assert_eq!(v.update(&c.ok(t + 10, 900, 20)), 19);
+        let mut v = Vegas::new().initial(1);
+        assert_eq!(v.update(&c.over(0, 1, 1)), 1);
         assert_eq!(Vegas::new().initial(5000).initial_limit(), 1000);
         assert_eq!(Vegas::new().min(0).max(0).initial_limit(), 1);
     }
 
-    /// Feeds under-used samples (the limit holds) of `rtt` until the
-    /// probe replaces rtt_noload with it; answers how many it took.
-    fn samples_until_probe(v: &mut Vegas, rtt: Duration) -> usize {
-        for i in 1..=100_000 {
-            v.update(&ok(rtt, 0));
-            if v.rtt_noload == Some(rtt) {
-                return i;
+    /// Feeds round trips of 100 ms with nothing in flight every 10 ms and
+    /// answers after how many the probe interval began anew.
+    fn samples_until_probe(seed: u64) -> Vec<usize> {
+        let c = Clock::new();
+        let mut v = Vegas::new().seed(seed).probe_multiplier(20);
+        let mut probes = Vec::new();
+        let mut last = 0;
+        for i in 1..=2_000usize {
+            let before = v.probe_jitter;
+            v.update(&c.ok(i as u64 * 10, 100, 0));
+            if v.probe_jitter != before {
+                probes.push(i - last);
+                last = i;
             }
         }
-        panic!("no probe");
+        probes
     }
 
     #[test]
-    fn reprobes_rtt_noload_deterministically() {
-        let run = |seed| {
-            let mut v = Vegas::new().seed(seed);
-            // The first sample sets rtt_noload (and counts as one).
-            v.update(&ok(10 * MS, 0));
-            assert_eq!(v.rtt_noload, Some(10 * MS));
-            // Longer samples leave it alone until the probe, due after
-            // jitter * 30 * 20 in [300, 600) samples, takes one of them.
-            let first = 1 + samples_until_probe(&mut v, 50 * MS);
-            let second = samples_until_probe(&mut v, 70 * MS);
-            assert_eq!(v.update(&ok(60 * MS, 0)), 20);
-            assert_eq!(v.rtt_noload, Some(60 * MS));
-            (first, second)
-        };
-        let (first, second) = run(42);
-        assert!((300..=600).contains(&first), "{first}");
-        assert!((300..=600).contains(&second), "{second}");
-        assert_eq!(run(42), (first, second));
-        // Other seeds probe at other times.
-        let others: Vec<_> = (1..6).map(run).collect();
-        assert!(others.iter().any(|&p| p != (first, second)), "{others:?}");
-        // 0 never probes.
-        let mut v = Vegas::new().probe_multiplier(0);
-        v.update(&ok(10 * MS, 0));
-        for _ in 0..100_000 {
-            v.update(&ok(50 * MS, 0));
-        }
-        assert_eq!(v.rtt_noload, Some(10 * MS));
-    }
-
-    #[test]
-    fn probe_interval_scales_with_limit() {
-        let mut v = Vegas::new().initial(200).seed(9);
-        v.update(&ok(10 * MS, 0));
-        let n = 1 + samples_until_probe(&mut v, 50 * MS);
-        assert!((3000..=6000).contains(&n), "{n}");
+    fn probe_intervals_are_jittered_deterministically() {
+        let probes = samples_until_probe(42);
+        // 20 round trips of 100 ms, times jitter in [0.5, 1): 100 to 200
+        // samples 10 ms apart.
+        assert!(probes.len() > 5, "{probes:?}");
+        assert!(
+            probes[1..].iter().all(|&n| (100..=201).contains(&n)),
+            "{probes:?}"
+        );
+        assert_eq!(samples_until_probe(42), probes);
+        assert_ne!(samples_until_probe(7), probes);
     }
 
     #[test]
@@ -512,7 +890,7 @@ mod tests {
             probe_multiplier in 0usize..5,
             seed in any::<u64>(),
             samples in prop::collection::vec(
-                (0u64..10_000_000, 0usize..3_000, any::<bool>()), 0..300),
+                (0u64..50, 0u64..10_000_000, 0usize..3_000, any::<bool>()), 0..300),
         ) {
             let max = min + span;
             let mut v = Vegas::new()
@@ -526,13 +904,14 @@ mod tests {
             let hi = max.max(lo);
             let l = v.initial_limit();
             prop_assert!(l >= lo && l <= hi);
-            let start = Instant::now();
-            for (i, (rtt_us, in_flight, overload)) in samples.into_iter().enumerate() {
+            let mut now = Instant::now();
+            for (gap_ms, rtt_us, in_flight, overload) in samples {
+                now += Duration::from_millis(gap_ms);
                 let l = v.update(&Sample {
                     rtt: Duration::from_micros(rtt_us),
                     in_flight,
                     overload,
-                    now: start + i as u32 * MS,
+                    now,
                 });
                 prop_assert!(l >= lo && l <= hi, "{} not in [{}, {}]", l, lo, hi);
             }

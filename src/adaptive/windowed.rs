@@ -1,5 +1,5 @@
 //! Windowed: feeds any algorithm one aggregated sample per window of
-//! samples.
+//! successes.
 //!
 //! The rules, the parameters and their defaults are documented on
 //! [`Windowed`] (this module is private, so its docs would never render).
@@ -22,33 +22,50 @@ pub enum Aggregate {
     Percentile(f64),
 }
 
+/// A silence is longer than this many usual gaps between answers (and
+/// than a round trip).
+const SILENCE_GAPS: u32 = 4;
+
 /// Wraps a [`LimitAlgorithm`] and feeds it one aggregated [`Sample`] per
-/// window of samples instead of every one, after Netflix
+/// window of successes instead of every one, after Netflix
 /// concurrency-limits' `WindowedLimit`.
 ///
 /// Single round trips are noisy; a window averages the noise out, and
 /// makes the inner algorithm move once per window rather than once per
-/// request (so AIMD grows by one per window, and backs off at most once
-/// per window, like TCP's once per round trip).
+/// request. It is the recommended way to run [`Vegas`](super::Vegas) and
+/// [`Gradient2`](super::Gradient2).
 ///
 /// # Rules
 ///
-/// A window opens with its first sample (at that sample's `now`: an idle
-/// spell between windows does not count) and closes, after taking in the
-/// sample that closes it, when
-///
-/// - it holds at least `min_samples` samples and spans at least
-///   `min_window` (from its first sample's `now` to this one's), or
-/// - it spans at least `max_window`, whatever its number of samples, or
-/// - `close_on_overload` is set and the sample is an overload.
+/// - **Successes** go into the open window. A window opens with its first
+///   sample (at that sample's `now`: an idle spell between windows does not
+///   count) and closes, after taking in the sample that closes it, when it
+///   holds at least `min_samples` samples and spans at least `min_window`
+///   (from its first sample's `now` to this one's), or when it spans at
+///   least `max_window`, whatever its number of samples.
+/// - **A silence is news.** A success that comes after a silence longer
+///   than the round trip (the mean of the open window, or of the last one)
+///   and than four times the usual gap between answers (in that window)
+///   closes the open window without it, and then goes to the inner
+///   algorithm alone. When a backend stalls (loses most of its workers,
+///   say) the answers of requests it had already started arrive as usual,
+///   then none for a while, then slow ones: averaged together, the slow
+///   ones would be diluted by answers from before the stall, and the limit
+///   would come down a window late while every request admitted meanwhile
+///   queued.
+/// - **Overloads are passed on at once**, one by one, and not averaged: an
+///   overload (a refusal, a timeout) is an event, not a noisy
+///   measurement, and the algorithms count them and read the in-flight
+///   count they were refused at (see "Overload" on
+///   [`Aimd`](super::Aimd)). They leave the open window as it is.
 ///
 /// On closing, the inner algorithm gets one sample:
 ///
 /// | Field | Value |
 /// |---|---|
-/// | `rtt` | The [`Aggregate`] (average, or a percentile) of the window's successful round trips; of its overloads' if it has no success. |
+/// | `rtt` | The [`Aggregate`] (average, or a percentile) of the window's round trips. |
 /// | `in_flight` | The largest in the window. |
-/// | `overload` | Whether any sample in the window was an overload. |
+/// | `overload` | `false`. |
 /// | `now` | The closing sample's. |
 ///
 /// Between closings, [`update`](LimitAlgorithm::update) answers the inner
@@ -59,25 +76,27 @@ pub enum Aggregate {
 ///
 /// | Parameter | Builder | Default | Meaning |
 /// |---|---|---|---|
-/// | min_samples | [`min_samples`](Self::min_samples) | 10 | Samples a window needs to close before `max_window`. |
+/// | min_samples | [`min_samples`](Self::min_samples) | 5 | Samples a window needs to close before `max_window`. |
 /// | min_window | [`min_window`](Self::min_window) | 100 ms | Shortest window. |
 /// | max_window | [`max_window`](Self::max_window) | 1 s | Longest window; it wins over `min_window` if shorter. |
 /// | aggregate | [`aggregate`](Self::aggregate) | [`Aggregate::Average`] | How the round trips are summed up. |
-/// | close_on_overload | [`close_on_overload`](Self::close_on_overload) | false | Whether an overload closes the window at once. |
 ///
-/// Netflix's defaults are a window of 1 s (`min_window` = `max_window`)
-/// and 10 samples, made for production round trips; the 100 ms
-/// `min_window` here lets round trips of 10 to 100 ms move the limit
-/// several times a second under load, while `max_window` still bounds how
-/// long a lightly loaded limiter waits. Unlike Netflix (which discards a
-/// window with too few samples), a window at `max_window` is used however
-/// few samples it holds.
+/// # Deviations from Netflix
 ///
-/// By default an overload does not close the window: the inner algorithm
-/// then reacts at most once per window to a burst of overloads (one
-/// multiplicative decrease rather than one per refused request), within
-/// `max_window` at worst. [`close_on_overload`](Self::close_on_overload)
-/// makes it react at once, to every overload.
+/// - **Windows**: Netflix's defaults are a window of 1 s (`min_window` =
+///   `max_window`) and 10 samples, made for production round trips; the
+///   100 ms `min_window` here lets round trips of 10 to 100 ms move the
+///   limit several times a second under load, while `max_window` still
+///   bounds how long a lightly loaded limiter waits. Unlike Netflix (which
+///   discards a window with too few samples), a window at `max_window` is
+///   used however few samples it holds.
+/// - **`min_samples` is 5, not 10**: when a backend loses most of its
+///   workers its answers slow to a trickle just when the limit must come
+///   down, and ten of them can take several round trips to arrive.
+/// - **Silences** close a window early (above); Netflix has no such rule.
+/// - **Overloads are not aggregated**: Netflix marks the window as dropped
+///   and feeds one sample per window, so a burst of refusals counted once
+///   and the algorithm could not tell at how many in flight they came.
 ///
 /// # Example
 ///
@@ -89,7 +108,7 @@ pub enum Aggregate {
 ///     .min_samples(20)
 ///     .min_window(Duration::from_millis(250))
 ///     .aggregate(Aggregate::Percentile(0.9));
-/// assert_eq!(algorithm.initial_limit(), 20);
+/// assert_eq!(algorithm.initial_limit(), 10);
 /// ```
 #[derive(Debug, Clone)]
 pub struct Windowed<A> {
@@ -98,9 +117,13 @@ pub struct Windowed<A> {
     min_window: Duration,
     max_window: Duration,
     aggregate: Aggregate,
-    close_on_overload: bool,
     /// The inner algorithm's last answer.
     limit: usize,
+    /// When the latest success came.
+    seen: Option<Instant>,
+    /// The mean round trip and the mean gap between answers of the last
+    /// window closed.
+    last: Option<(Duration, Duration)>,
     window: Window,
 }
 
@@ -111,17 +134,18 @@ impl<A: LimitAlgorithm + Default> Default for Windowed<A> {
 }
 
 impl<A: LimitAlgorithm> Windowed<A> {
-    /// Wraps `inner`, with the defaults: min_samples 10, min_window
-    /// 100 ms, max_window 1 s, the average, close_on_overload false.
+    /// Wraps `inner`, with the defaults: min_samples 5, min_window
+    /// 100 ms, max_window 1 s, the average.
     pub fn new(inner: A) -> Self {
         Self {
             limit: inner.initial_limit(),
             inner,
-            min_samples: 10,
+            min_samples: 5,
             min_window: Duration::from_millis(100),
             max_window: Duration::from_secs(1),
             aggregate: Aggregate::Average,
-            close_on_overload: false,
+            seen: None,
+            last: None,
             window: Window::default(),
         }
     }
@@ -129,7 +153,7 @@ impl<A: LimitAlgorithm> Windowed<A> {
 
 impl<A> Windowed<A> {
     /// How many samples a window needs to close before `max_window`
-    /// (default 10).
+    /// (default 5).
     pub fn min_samples(mut self, min_samples: usize) -> Self {
         self.min_samples = min_samples;
         self
@@ -163,12 +187,6 @@ impl<A> Windowed<A> {
         self
     }
 
-    /// Whether an overload closes the window at once (default false).
-    pub fn close_on_overload(mut self, close_on_overload: bool) -> Self {
-        self.close_on_overload = close_on_overload;
-        self
-    }
-
     /// The wrapped algorithm.
     pub fn inner(&self) -> &A {
         &self.inner
@@ -176,9 +194,18 @@ impl<A> Windowed<A> {
 
     fn should_close(&self, start: Instant, sample: &Sample) -> bool {
         let span = sample.now.saturating_duration_since(start);
-        (self.window.count() >= self.min_samples && span >= self.min_window)
+        (self.window.rtts.count >= self.min_samples && span >= self.min_window)
             || span >= self.max_window
-            || (self.close_on_overload && sample.overload)
+    }
+
+    /// Whether `sample` comes after a silence, `seen` being the previous
+    /// success.
+    fn after_silence(&self, seen: Option<Instant>, sample: &Sample) -> bool {
+        let (Some(seen), Some((rtt, gap))) = (seen, self.window.stats().or(self.last)) else {
+            return false;
+        };
+        let silence = sample.now.saturating_duration_since(seen);
+        silence > rtt && silence > gap * SILENCE_GAPS
     }
 }
 
@@ -188,14 +215,38 @@ impl<A: LimitAlgorithm> LimitAlgorithm for Windowed<A> {
     }
 
     fn update(&mut self, sample: &Sample) -> usize {
+        if sample.overload {
+            self.limit = self.inner.update(sample);
+            return self.limit;
+        }
+        let seen = self.seen.replace(sample.now);
         let keep = matches!(self.aggregate, Aggregate::Percentile(_));
+        if self.after_silence(seen, sample) {
+            if let Some(last) = self.window.last {
+                self.close(last);
+            }
+            self.window.start = Some(sample.now);
+            self.window.add(sample, keep);
+            self.close(sample.now);
+            return self.limit;
+        }
         let start = *self.window.start.get_or_insert(sample.now);
         self.window.add(sample, keep);
         if self.should_close(start, sample) {
-            let aggregated = self.window.close(self.aggregate, sample.now);
-            self.limit = self.inner.update(&aggregated);
+            self.close(sample.now);
         }
         self.limit
+    }
+}
+
+impl<A: LimitAlgorithm> Windowed<A> {
+    /// Closes the open window at `now` and feeds the inner algorithm.
+    fn close(&mut self, now: Instant) {
+        if let Some(stats) = self.window.stats() {
+            self.last = Some(stats);
+        }
+        let aggregated = self.window.close(self.aggregate, now);
+        self.limit = self.inner.update(&aggregated);
     }
 }
 
@@ -204,50 +255,50 @@ impl<A: LimitAlgorithm> LimitAlgorithm for Windowed<A> {
 struct Window {
     /// The first sample's `now`; `None` while empty.
     start: Option<Instant>,
-    successes: Rtts,
-    overloads: Rtts,
+    /// The latest sample's `now`.
+    last: Option<Instant>,
+    rtts: Rtts,
     max_in_flight: usize,
 }
 
 impl Window {
-    fn count(&self) -> usize {
-        self.successes.count + self.overloads.count
+    fn add(&mut self, sample: &Sample, keep: bool) {
+        self.last = Some(sample.now);
+        self.rtts.add(sample.rtt, keep);
+        self.max_in_flight = self.max_in_flight.max(sample.in_flight);
     }
 
-    fn add(&mut self, sample: &Sample, keep: bool) {
-        let rtts = if sample.overload {
-            &mut self.overloads
-        } else {
-            &mut self.successes
-        };
-        rtts.add(sample.rtt, keep);
-        self.max_in_flight = self.max_in_flight.max(sample.in_flight);
+    /// The mean round trip and the mean gap between answers, once the
+    /// window has two samples.
+    fn stats(&self) -> Option<(Duration, Duration)> {
+        let (start, last) = (self.start?, self.last?);
+        let n = self.rtts.count;
+        if n < 2 {
+            return None;
+        }
+        let mean = self.rtts.sum_nanos / n as u128;
+        let gap = last.saturating_duration_since(start) / (n as u32 - 1);
+        Some((Duration::from_nanos(mean as u64), gap))
     }
 
     /// The aggregated sample; empties the window (keeping its buffers).
     fn close(&mut self, aggregate: Aggregate, now: Instant) -> Sample {
-        let overload = self.overloads.count > 0;
-        let rtts = if self.successes.count > 0 {
-            &mut self.successes
-        } else {
-            &mut self.overloads
-        };
         let sample = Sample {
-            rtt: rtts.aggregate(aggregate),
+            rtt: self.rtts.aggregate(aggregate),
             in_flight: self.max_in_flight,
-            overload,
+            overload: false,
             now,
         };
         self.start = None;
-        self.successes.clear();
-        self.overloads.clear();
+        self.last = None;
+        self.rtts.clear();
         self.max_in_flight = 0;
         sample
     }
 }
 
-/// Round trips of one kind: their count and sum, and themselves when a
-/// percentile needs them.
+/// Round trips: their count and sum, and themselves when a percentile
+/// needs them.
 #[derive(Debug, Clone, Default)]
 struct Rtts {
     count: usize,
@@ -326,12 +377,11 @@ mod tests {
     #[test]
     fn defaults() {
         let w = Windowed::<Aimd>::default();
-        assert_eq!(w.initial_limit(), 20);
-        assert_eq!(w.min_samples, 10);
+        assert_eq!(w.initial_limit(), 10);
+        assert_eq!(w.min_samples, 5);
         assert_eq!(w.min_window, 100 * MS);
         assert_eq!(w.max_window, Duration::from_secs(1));
         assert_eq!(w.aggregate, Aggregate::Average);
-        assert!(!w.close_on_overload);
         assert_eq!(Aggregate::default(), Aggregate::Average);
     }
 
@@ -356,13 +406,11 @@ mod tests {
                 now: start + 100 * MS,
             }]
         );
-        // The next window starts at its first sample, however late.
-        let later = start + Duration::from_secs(60);
-        for i in 0..10u32 {
-            assert_eq!(w.update(&at(later, i * 11 * MS, 20 * MS, 1)), 101);
+        // The next window starts at its first sample.
+        for i in 1..=10u32 {
+            assert_eq!(w.update(&at(start, (100 + i * 10) * MS, 20 * MS, 1)), 101);
         }
-        // Ten samples over 99 ms: not yet; at 100 ms: closed.
-        assert_eq!(w.update(&at(later, 100 * MS, 42 * MS, 1)), 102);
+        assert_eq!(w.update(&at(start, 210 * MS, 42 * MS, 1)), 102);
         assert_eq!(w.inner().seen.len(), 2);
         assert_eq!(w.inner().seen[1].rtt, 22 * MS); // (200 + 42) / 11
     }
@@ -371,21 +419,15 @@ mod tests {
     fn needs_min_samples_before_max_window() {
         let start = Instant::now();
         let mut w = Windowed::new(Recorder::default());
-        // Six samples over 999 ms: too few, and not yet max_window.
-        for i in 0..5u32 {
-            assert_eq!(w.update(&at(start, i * 100 * MS, 10 * MS, 1)), 100);
+        // Four samples over 999 ms: too few, and not yet max_window (and
+        // evenly spread: no silence).
+        for i in 0..4u32 {
+            assert_eq!(w.update(&at(start, i * 333 * MS, 10 * MS, 1)), 100);
         }
-        assert_eq!(w.update(&at(start, 999 * MS, 10 * MS, 1)), 100);
         // At max_window (1 s) it closes with whatever it has.
         assert_eq!(w.update(&at(start, 1000 * MS, 10 * MS, 1)), 101);
         assert_eq!(w.inner().seen[0].rtt, 10 * MS);
-        let mut w = Windowed::new(Recorder::default());
-        w.update(&at(start, Duration::ZERO, 30 * MS, 1));
-        assert_eq!(w.update(&at(start, 1000 * MS, 50 * MS, 2)), 101);
-        assert_eq!(w.inner().seen[0].rtt, 40 * MS);
-        // A lone sample much later opens a new window, which it does not
-        // close on its own.
-        assert_eq!(w.update(&at(start, 5000 * MS, 50 * MS, 2)), 101);
+        assert_eq!(w.inner().seen.len(), 1);
     }
 
     #[test]
@@ -415,6 +457,7 @@ mod tests {
         let p = |p: f64| {
             let mut w = Windowed::new(Recorder::default())
                 .aggregate(Aggregate::Percentile(p))
+                .min_samples(10)
                 .min_window(Duration::ZERO);
             // rtts 10, 20, ..., 100 ms, in a shuffled order.
             for (i, ms) in [70u32, 10, 100, 40, 30, 90, 20, 60, 80, 50]
@@ -442,83 +485,93 @@ mod tests {
     }
 
     #[test]
-    fn any_overload_marks_the_window_and_successes_give_the_rtt() {
+    fn overloads_go_to_the_algorithm_at_once_one_by_one() {
         let start = Instant::now();
         let mut w = Windowed::new(Recorder::default());
-        for i in 0..10u32 {
-            let mut s = at(start, i * 20 * MS, 10 * MS, 5);
-            if i == 3 {
-                s.overload = true;
-                s.rtt = Duration::from_secs(5);
-                s.in_flight = 7;
-            }
-            w.update(&s);
+        for i in 0..4u32 {
+            w.update(&at(start, i * 20 * MS, 10 * MS, 5));
         }
-        // The overload did not close it; the 10th sample, at 180 ms, did.
+        let mut over = at(start, 70 * MS, Duration::from_secs(5), 7);
+        over.overload = true;
+        assert_eq!(w.update(&over), 101);
+        assert_eq!(w.update(&over), 102);
+        assert_eq!(w.inner().seen, [over, over]);
+        // The open window is untouched: its fifth success at 100 ms closes
+        // it, with its own round trips and in-flight counts only.
+        assert_eq!(w.update(&at(start, 100 * MS, 10 * MS, 5)), 103);
         assert_eq!(
-            w.inner().seen,
-            [Sample {
+            w.inner().seen[2],
+            Sample {
                 rtt: 10 * MS,
-                in_flight: 7,
-                overload: true,
-                now: start + 180 * MS,
-            }]
+                in_flight: 5,
+                overload: false,
+                now: start + 100 * MS,
+            }
         );
-        // Only overloads: their rtt.
-        let mut w = Windowed::new(Recorder::default()).min_window(Duration::ZERO);
-        for i in 0..10u32 {
-            let mut s = at(start, Duration::ZERO, (i + 1) * MS, 1);
-            s.overload = true;
-            w.update(&s);
-        }
-        assert!(w.inner().seen[0].overload);
-        assert_eq!(w.inner().seen[0].rtt, Duration::from_micros(5500));
     }
 
     #[test]
-    fn close_on_overload_closes_at_once() {
+    fn an_answer_after_a_silence_goes_alone() {
         let start = Instant::now();
-        let mut w = Windowed::new(Recorder::default()).close_on_overload(true);
-        assert_eq!(w.update(&at(start, Duration::ZERO, 10 * MS, 1)), 100);
-        let mut s = at(start, MS, 30 * MS, 2);
-        s.overload = true;
-        assert_eq!(w.update(&s), 101);
-        assert_eq!(
-            w.inner().seen,
-            [Sample {
-                rtt: 10 * MS,
-                in_flight: 2,
-                overload: true,
-                now: start + MS,
-            }]
-        );
+        let mut w = Windowed::new(Recorder::default());
+        // Answers every 2 ms with 50 ms round trips...
+        for i in 0..20u32 {
+            w.update(&at(start, i * 2 * MS, 50 * MS, 16));
+        }
+        assert!(w.inner().seen.is_empty());
+        // ...then none for 60 ms (more than the round trip and four gaps),
+        // then a slow one: the window closes without it, then it alone.
+        assert_eq!(w.update(&at(start, 98 * MS, 400 * MS, 16)), 102);
+        let seen = &w.inner().seen;
+        assert_eq!(seen[0].rtt, 50 * MS);
+        assert_eq!(seen[0].now, start + 38 * MS);
+        assert_eq!(seen[1].rtt, 400 * MS);
+        assert_eq!(seen[1].now, start + 98 * MS);
+        // Also when the window has just closed: the last window's pace
+        // counts.
+        let mut w = Windowed::new(Recorder::default()).min_samples(10);
+        for i in 0..=50u32 {
+            w.update(&at(start, i * 2 * MS, 50 * MS, 16));
+        }
+        assert_eq!(w.inner().seen.len(), 1);
+        assert_eq!(w.update(&at(start, 200 * MS, 400 * MS, 16)), 102);
+        assert_eq!(w.inner().seen[1].rtt, 400 * MS);
+    }
+
+    #[test]
+    fn light_load_is_no_silence() {
+        let start = Instant::now();
+        let mut w = Windowed::new(Recorder::default());
+        // One answer every 150 ms, each 50 ms long: gaps longer than the
+        // round trip, but that is this load's pace. Windows of five.
+        for i in 0..10u32 {
+            w.update(&at(start, i * 150 * MS, 50 * MS, 1));
+        }
+        let closed: Vec<Instant> = w.inner().seen.iter().map(|s| s.now).collect();
+        assert_eq!(closed, [start + 600 * MS, start + 1350 * MS]);
     }
 
     #[test]
     fn aimd_moves_once_per_window() {
         let start = Instant::now();
-        let mut w = Windowed::new(Aimd::new().min(1).initial(10));
+        let mut w = Windowed::new(Aimd::new().initial(10));
         let mut limits = Vec::new();
         for i in 0..100u32 {
-            limits.push(w.update(&at(start, i * 10 * MS, 10 * MS, 10)));
+            limits.push(w.update(&at(start, i * 10 * MS, 10 * MS, 20)));
         }
-        // Windows close at samples 10, 21, 32, ... (every 11 samples,
-        // each 100 ms): AIMD grew by one each time.
+        // Windows close at samples 10, 21, 32, ... (each opens with its
+        // first sample and spans 100 ms): AIMD grew by one each time.
         assert_eq!(limits[9], 10);
         assert_eq!(limits[10], 11);
         assert_eq!(limits[20], 11);
         assert_eq!(limits[21], 12);
         assert_eq!(limits[99], 19);
-        // A burst of overloads: one back-off per window.
-        for i in 100..111u32 {
-            let mut s = at(start, i * 10 * MS, 10 * MS, 10);
-            s.overload = true;
-            limits.push(w.update(&s));
-        }
-        // The window opened at sample 99 closes at 109, with 10 overloads.
-        assert_eq!(limits[108], 19);
-        assert_eq!(limits[109], 17); // floor(19 * 0.9)
-        assert_eq!(limits[110], 17);
+        // A burst of overloads: each one counts, as far as the episode's
+        // floor.
+        let mut over = at(start, 1000 * MS, 10 * MS, 30);
+        over.overload = true;
+        assert_eq!(w.update(&over), 17); // floor(19 * 0.9)
+        assert_eq!(w.update(&over), 15); // floor(17.1 * 0.9)
     }
 
     proptest! {
@@ -530,7 +583,6 @@ mod tests {
             min_window_ms in 0u64..300,
             max_window_ms in 0u64..1_000,
             percentile in prop::option::of(0.0f64..=1.0),
-            close_on_overload in any::<bool>(),
             which in 0u8..3,
             samples in prop::collection::vec(
                 (0u64..50, 0u64..1_000_000, 0usize..1_000, any::<bool>()), 0..300),
@@ -547,8 +599,7 @@ mod tests {
                 .min_samples(min_samples)
                 .min_window(Duration::from_millis(min_window_ms))
                 .max_window(Duration::from_millis(max_window_ms))
-                .aggregate(percentile.map_or(Aggregate::Average, Aggregate::Percentile))
-                .close_on_overload(close_on_overload);
+                .aggregate(percentile.map_or(Aggregate::Average, Aggregate::Percentile));
             let l = w.initial_limit();
             prop_assert!(l >= lo && l <= hi);
             let mut now = Instant::now();

@@ -22,11 +22,12 @@ pub enum Algorithm {
     /// No limit at all (the largest limit a [`Limiter`] takes).
     Unlimited,
     /// [`Aimd::default`] with a latency budget: its
-    /// [`timeout`](Aimd::timeout) is twice the scenario's unloaded round
-    /// trip, in every scenario. AIMD only sees latency beyond its timeout,
-    /// and a user who knows nothing of the backend's capacity still knows
-    /// how long a request should take; the default 5 s, far beyond any
-    /// client's deadline here, would leave it blind to every queue.
+    /// [`timeout`](Aimd::timeout) is 1.5 times the scenario's unloaded
+    /// round trip, in every scenario (and inside [`Windowed`] too). AIMD
+    /// only sees latency beyond its timeout, and a user who knows nothing
+    /// of the backend's capacity still knows how long a request should
+    /// take; the default 5 s, far beyond any client's deadline here, would
+    /// leave it blind to every queue.
     Aimd,
     /// [`Vegas::default`].
     Vegas,
@@ -71,7 +72,7 @@ impl Algorithm {
     /// The algorithm behind an adaptive variant.
     fn algorithm(&self, scenario: &Scenario) -> Option<Box<dyn LimitAlgorithm>> {
         Some(match self {
-            Algorithm::Aimd => Box::new(Aimd::default().timeout(2 * scenario.unloaded_rtt())),
+            Algorithm::Aimd => Box::new(Aimd::default().timeout(scenario.unloaded_rtt() * 3 / 2)),
             Algorithm::Vegas => Box::new(Vegas::default()),
             Algorithm::Gradient2 => Box::new(Gradient2::default()),
             Algorithm::Windowed(inner) => Box::new(Windowed::new(inner.algorithm(scenario)?)),
