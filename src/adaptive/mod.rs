@@ -9,11 +9,16 @@
 //!
 //! | algorithm | signal | in short |
 //! | --- | --- | --- |
-//! | [`Aimd`] | loss | +1 while at least half used, ×0.9 on overload (or an rtt over its timeout) |
-//! | [`Vegas`] | delay | estimates the queue from the shortest rtt seen; grows while it is small, shrinks when it grows |
-//! | [`Gradient2`] | delay | compares the rtt with its long-run average; shrinks by that gradient, grows by a small queue allowance |
-//! | [`Windowed`] | any | feeds one of the above one averaged (or percentile) sample per window |
+//! | [`Aimd`] | loss | +1 per round trip while the limit is reached; ×0.9 per overload (or an rtt over its timeout), with a ceiling under the in-flight count that was refused |
+//! | [`Vegas`] | delay | estimates the queue from a no-load baseline rtt; grows while it is small, cuts to the served count plus a small band when it is long |
+//! | [`Gradient2`] | delay | compares the rtt with the no-load baseline; shrinks by that gradient, grows by a small queue allowance |
+//! | [`Windowed`] | any | feeds one of the above one averaged (or percentile) success per window; overloads pass through at once |
 //! | [`Fixed`] | none | never moves: a baseline |
+//!
+//! Recommended: `Windowed<Vegas>` or `Windowed<Gradient2>`, which meet every
+//! target of the simulation harness (see the crate README) in every
+//! scenario. The formulas start from Netflix's concurrency-limits; where
+//! they differ, each type's docs say how and why.
 //!
 //! Each algorithm's formula, parameters and defaults are on its type.
 //!
