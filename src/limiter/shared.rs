@@ -272,7 +272,10 @@ impl Shared {
         if self.pay_debt() {
             return;
         }
-        if self.waiting.load(SeqCst) != 0 {
+        // No free permit in the semaphore means the limit is saturated and
+        // someone is likely waiting: hand the permit over through the
+        // semaphore, without touching the waiters' counter.
+        if self.semaphore.available_permits() == 0 || self.waiting.load(SeqCst) != 0 {
             self.semaphore.add_permits(1);
             return;
         }
