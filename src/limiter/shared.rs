@@ -25,11 +25,13 @@ use crate::adaptive::{LimitAlgorithm, Sample};
 /// from permits that are out; every returning or newly taken permit pays
 /// it first.
 pub(super) struct Shared {
-    semaphore: Semaphore,
+    /// On cache lines of its own: waiters and releases write it all the
+    /// time, and the fields read on every request should not share them.
+    semaphore: CachePadded<Semaphore>,
     /// Permits taken out of the semaphore and free: a permit that comes back
     /// while nobody waits lands here without the semaphore's lock, and the
     /// next request takes it from here. Waiters flush it into the semaphore.
-    spare: AtomicUsize,
+    spare: CachePadded<AtomicUsize>,
     limit: AtomicUsize,
     debt: AtomicUsize,
     /// On a cache line of its own: only waiters touch it, and they should
@@ -61,8 +63,8 @@ impl Shared {
 
     fn with_control(limit: usize, control: Option<Control>) -> Self {
         Self {
-            semaphore: Semaphore::new(limit),
-            spare: AtomicUsize::new(0),
+            semaphore: CachePadded(Semaphore::new(limit)),
+            spare: CachePadded(AtomicUsize::new(0)),
             limit: AtomicUsize::new(limit),
             debt: AtomicUsize::new(0),
             waiting: CachePadded(AtomicUsize::new(0)),
