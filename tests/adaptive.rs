@@ -96,9 +96,14 @@ async fn errors_are_overload_cancellation_records_nothing_and_classifiers_decide
     assert!(svc.clone().oneshot(true).await.is_err());
     assert!(script.samples()[0].overload);
 
-    let cancelled = tokio::time::timeout(Duration::from_millis(5), svc.clone().oneshot(false)).await;
+    let cancelled =
+        tokio::time::timeout(Duration::from_millis(5), svc.clone().oneshot(false)).await;
     assert!(cancelled.is_err());
-    assert_eq!(script.samples().len(), 1, "a cancelled request is no sample");
+    assert_eq!(
+        script.samples().len(),
+        1,
+        "a cancelled request is no sample"
+    );
     assert_eq!(limiter.in_flight(), 0);
 
     let ignore_errors = |r: &Result<(), BoxError>| match r {
@@ -133,7 +138,10 @@ async fn policy_limit_records_samples_but_not_its_refusals() {
     });
     first.unwrap();
     let refused = second.unwrap_err();
-    assert_eq!(refused.downcast_ref::<Rejected>().unwrap().reason(), Reason::Full);
+    assert_eq!(
+        refused.downcast_ref::<Rejected>().unwrap().reason(),
+        Reason::Full
+    );
     let samples = script.samples();
     assert_eq!(samples.len(), 1);
     assert_eq!(samples[0].rtt, Duration::from_millis(20));
@@ -143,9 +151,10 @@ fn respond(status: StatusCode, retry_after: Option<&'static str>) -> Response<Fu
     let mut response = Response::new(Full::new(Bytes::from_static(b"body")));
     *response.status_mut() = status;
     if let Some(value) = retry_after {
-        response
-            .headers_mut()
-            .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static(value));
+        response.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static(value),
+        );
     }
     response
 }
@@ -177,13 +186,21 @@ async fn http_layer_samples_at_the_head_and_classifies_by_status() {
     sleep(Duration::from_secs(1)).await;
     ok.into_body().collect().await.unwrap();
     assert_eq!(limiter.in_flight(), 0);
-    assert_eq!(script.samples().len(), 1, "the body's end is no second sample");
+    assert_eq!(
+        script.samples().len(),
+        1,
+        "the body's end is no second sample"
+    );
 
     for code in [503, 429, 404, 500] {
         drop(call(code).await);
     }
     let overloads: Vec<bool> = script.samples().iter().map(|s| s.overload).collect();
-    assert_eq!(overloads, vec![false, true, true], "404 and 500 are ignored");
+    assert_eq!(
+        overloads,
+        vec![false, true, true],
+        "404 and 500 are ignored"
+    );
 }
 
 /// Pinning fixes the limit while the algorithm goes on learning; unpinning
@@ -256,10 +273,16 @@ async fn upstream_retry_after_holds_new_admissions() {
     assert_eq!(limiter.held_until(), Some(start + Duration::from_secs(3)));
     let refused = client.clone().oneshot(get("/ok")).await.unwrap();
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(refused.extensions().get::<Rejected>().unwrap().reason(), Reason::Held);
+    assert_eq!(
+        refused.extensions().get::<Rejected>().unwrap().reason(),
+        Reason::Held
+    );
     sleep(Duration::from_secs(3)).await;
     assert_eq!(limiter.held_until(), None);
-    assert_eq!(client.clone().oneshot(get("/ok")).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        client.clone().oneshot(get("/ok")).await.unwrap().status(),
+        StatusCode::OK
+    );
 
     // A queued request waits the hold out, then goes.
     let layer = HttpLimitLayer::new(4)
@@ -277,7 +300,10 @@ async fn upstream_retry_after_holds_new_admissions() {
     let limiter = layer.limiter().clone();
     let client = ServiceBuilder::new().layer(layer).service(upstream);
     drop(client.oneshot(get("/forever")).await.unwrap());
-    assert_eq!(limiter.held_until(), Some(Instant::now() + Duration::from_secs(10)));
+    assert_eq!(
+        limiter.held_until(),
+        Some(Instant::now() + Duration::from_secs(10))
+    );
     let layer = HttpLimitLayer::new(4);
     let limiter = layer.limiter().clone();
     let client = ServiceBuilder::new().layer(layer).service(upstream);
