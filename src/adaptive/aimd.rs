@@ -360,34 +360,11 @@ impl Overloads {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adaptive::clock::Clock;
     use proptest::prelude::*;
 
     const MS: Duration = Duration::from_millis(1);
 
-    /// Samples of one run, `at` milliseconds after its start.
-    struct Clock(Instant);
-
-    impl Clock {
-        fn new() -> Self {
-            Self(Instant::now())
-        }
-
-        fn ok(&self, at: u64, rtt: u64, in_flight: usize) -> Sample {
-            Sample {
-                rtt: Duration::from_millis(rtt),
-                in_flight,
-                overload: false,
-                now: self.0 + Duration::from_millis(at),
-            }
-        }
-
-        fn over(&self, at: u64, rtt: u64, in_flight: usize) -> Sample {
-            Sample {
-                overload: true,
-                ..self.ok(at, rtt, in_flight)
-            }
-        }
-    }
 
     fn limit(a: &Aimd) -> f64 {
         a.limit.expect("updated")

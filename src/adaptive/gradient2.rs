@@ -326,35 +326,12 @@ impl LimitAlgorithm for Gradient2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adaptive::clock::Clock;
     use proptest::prelude::*;
     use std::time::Duration;
 
     const EPS: f64 = 1e-9;
 
-    /// Samples of one run, `at` milliseconds after its start.
-    struct Clock(Instant);
-
-    impl Clock {
-        fn new() -> Self {
-            Self(Instant::now())
-        }
-
-        fn ok(&self, at: u64, rtt: u64, in_flight: usize) -> Sample {
-            Sample {
-                rtt: Duration::from_millis(rtt),
-                in_flight,
-                overload: false,
-                now: self.0 + Duration::from_millis(at),
-            }
-        }
-
-        fn over(&self, at: u64, rtt: u64, in_flight: usize) -> Sample {
-            Sample {
-                overload: true,
-                ..self.ok(at, rtt, in_flight)
-            }
-        }
-    }
 
     /// Feeds `rtt` every 10 ms with nothing in flight (so the limit holds)
     /// until the baseline is set; answers the time of the last sample.

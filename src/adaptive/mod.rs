@@ -77,6 +77,8 @@
 
 mod aimd;
 mod classify;
+#[cfg(test)]
+mod clock;
 mod fixed;
 mod gradient2;
 mod vegas;
