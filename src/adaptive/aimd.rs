@@ -365,7 +365,6 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
-
     fn limit(a: &Aimd) -> f64 {
         a.limit.expect("updated")
     }

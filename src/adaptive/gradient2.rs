@@ -332,7 +332,6 @@ mod tests {
 
     const EPS: f64 = 1e-9;
 
-
     /// Feeds `rtt` every 10 ms with nothing in flight (so the limit holds)
     /// until the baseline is set; answers the time of the last sample.
     fn warm(g: &mut Gradient2, c: &Clock, rtt: u64) -> u64 {

@@ -511,7 +511,6 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
     const EPS: f64 = 1e-9;
 
-
     /// Feeds `rtt` every 10 ms with nothing in flight (so the limit holds)
     /// until the baseline is set; answers the time of the last sample.
     fn warm(v: &mut Vegas, c: &Clock, rtt: u64) -> u64 {
