@@ -14,7 +14,6 @@ use super::layer::Config;
 use super::{HttpClassifier, Release, ResponseBody};
 use crate::adaptive::Classify;
 use crate::admit_call::AdmitCall;
-use crate::Limiter;
 
 pin_project! {
     /// The response future of [`HttpLimit`](super::HttpLimit): waits for
@@ -32,7 +31,6 @@ pin_project! {
         #[pin]
         inner: AdmitCall<S, Req>,
         key: Option<KeyPermit>,
-        limiter: Limiter,
         config: Arc<Config>,
         classifier: C,
     }
@@ -45,14 +43,12 @@ where
     pub(super) fn new(
         inner: AdmitCall<S, Req>,
         key: Option<KeyPermit>,
-        limiter: Limiter,
         config: Arc<Config>,
         classifier: C,
     ) -> Self {
         Self {
             inner,
             key,
-            limiter,
             config,
             classifier,
         }
@@ -71,7 +67,10 @@ where
         let (outcome, mut permit, admitted_at) = match ready!(this.inner.poll(cx)) {
             Ok(admitted) => admitted,
             Err(rejected) => {
-                return Poll::Ready(Ok(this.config.rejection.respond(rejected, this.limiter)))
+                return Poll::Ready(Ok(this
+                    .config
+                    .rejection
+                    .respond(rejected, &this.config.limiter)))
             }
         };
         if let Some(permit) = permit.as_mut().filter(|p| p.wants_outcome()) {
@@ -79,7 +78,9 @@ where
         }
         if let (Some(max), Ok(response)) = (this.config.honor_retry_after, &outcome) {
             if let Some(wait) = retry_after(response.status(), response.headers(), max) {
-                this.limiter.hold_until(tokio::time::Instant::now() + wait);
+                this.config
+                    .limiter
+                    .hold_until(tokio::time::Instant::now() + wait);
             }
         }
         let held = permit.map(|permit| Held::new(permit, this.key.take(), admitted_at));

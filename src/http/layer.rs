@@ -16,14 +16,15 @@ use crate::{InvalidLimit, Limiter, Partition, Policy};
 /// [`HttpClassifier`], goes by status code.
 #[derive(Debug, Clone)]
 pub struct HttpLimitLayer<C = HttpClassifier> {
-    limiter: Limiter,
     config: Config,
     classifier: C,
 }
 
-/// What every service of one layer shares besides the limiter.
+/// What every service of one layer shares, behind one `Arc` that each
+/// request clones once.
 #[derive(Debug, Clone)]
 pub(super) struct Config {
+    pub(super) limiter: Limiter,
     pub(super) policy: Policy,
     pub(super) release: Release,
     pub(super) rejection: Rejection,
@@ -52,8 +53,8 @@ impl HttpLimitLayer {
     /// A layer on an existing, possibly shared, limiter.
     pub fn from_limiter(limiter: Limiter) -> Self {
         Self {
-            limiter,
             config: Config {
+                limiter,
                 policy: Policy::wait(),
                 release: Release::BodyEnd,
                 rejection: Rejection::default(),
@@ -71,7 +72,6 @@ impl<C> HttpLimitLayer<C> {
     /// [`HttpClassifier`].
     pub fn classifier<C2>(self, classifier: C2) -> HttpLimitLayer<C2> {
         HttpLimitLayer {
-            limiter: self.limiter,
             config: self.config,
             classifier,
         }
@@ -210,7 +210,7 @@ impl<C> HttpLimitLayer<C> {
 
     /// The limiter every service from this layer shares.
     pub fn limiter(&self) -> &Limiter {
-        &self.limiter
+        &self.config.limiter
     }
 }
 
@@ -219,6 +219,6 @@ impl<S, C: Clone> Layer<S> for HttpLimitLayer<C> {
 
     fn layer(&self, inner: S) -> Self::Service {
         let config = Arc::new(self.config.clone());
-        HttpLimit::new(inner, self.limiter.clone(), config, self.classifier.clone())
+        HttpLimit::new(inner, config, self.classifier.clone())
     }
 }

@@ -18,16 +18,14 @@ use crate::{Admit, Limiter};
 #[derive(Debug, Clone)]
 pub struct HttpLimit<S, C = HttpClassifier> {
     inner: S,
-    limiter: Limiter,
     config: Arc<Config>,
     classifier: C,
 }
 
 impl<S, C> HttpLimit<S, C> {
-    pub(super) fn new(inner: S, limiter: Limiter, config: Arc<Config>, classifier: C) -> Self {
+    pub(super) fn new(inner: S, config: Arc<Config>, classifier: C) -> Self {
         Self {
             inner,
-            limiter,
             config,
             classifier,
         }
@@ -35,7 +33,7 @@ impl<S, C> HttpLimit<S, C> {
 
     /// The limiter this service draws from.
     pub fn limiter(&self) -> &Limiter {
-        &self.limiter
+        &self.config.limiter
     }
 
     /// The inner service.
@@ -73,7 +71,7 @@ where
         let rules = &self.config.rules;
         let head = RequestHead::of(&request);
         let (admit, key) = if rules.bypass.as_ref().is_some_and(|bypass| bypass(&head)) {
-            self.limiter.count_bypass();
+            self.config.limiter.count_bypass();
             (None, None)
         } else {
             let key = rules
@@ -81,22 +79,16 @@ where
                 .as_ref()
                 .and_then(|(table, rule)| rule(&head).map(|hash| table.enter(hash)));
             match key {
-                Some(Err(refused)) => (Some(Admit::rejected(&self.limiter, refused)), None),
+                Some(Err(refused)) => (Some(Admit::rejected(&self.config.limiter, refused)), None),
                 key => {
                     let partition = rules.partition.as_ref().and_then(|rule| rule(&head));
-                    let admit = self.limiter.admit_in(&self.config.policy, partition);
+                    let admit = self.config.limiter.admit_in(&self.config.policy, partition);
                     (Some(admit), key.and_then(Result::ok))
                 }
             }
         };
         let timed = self.config.rejection.needs_timing();
         let call = AdmitCall::start(admit, &mut self.inner, request, timed);
-        ResponseFuture::new(
-            call,
-            key,
-            self.limiter.clone(),
-            Arc::clone(&self.config),
-            self.classifier.clone(),
-        )
+        ResponseFuture::new(call, key, Arc::clone(&self.config), self.classifier.clone())
     }
 }
