@@ -16,12 +16,13 @@ use crate::{InvalidLimit, Limiter, Partition, Policy};
 /// [`HttpClassifier`], goes by status code.
 #[derive(Debug, Clone)]
 pub struct HttpLimitLayer<C = HttpClassifier> {
-    config: Config,
+    config: Arc<Config>,
     classifier: C,
 }
 
-/// What every service of one layer shares, behind one `Arc` that each
-/// request clones once.
+/// What every service of one layer shares, behind one `Arc`: `layer()`
+/// (called per route, and per connection by axum) and each request clone
+/// the `Arc`, never the configuration.
 #[derive(Debug, Clone)]
 pub(super) struct Config {
     pub(super) limiter: Limiter,
@@ -53,14 +54,14 @@ impl HttpLimitLayer {
     /// A layer on an existing, possibly shared, limiter.
     pub fn from_limiter(limiter: Limiter) -> Self {
         Self {
-            config: Config {
+            config: Arc::new(Config {
                 limiter,
                 policy: Policy::wait(),
                 release: Release::BodyEnd,
                 rejection: Rejection::default(),
                 honor_retry_after: None,
                 rules: Rules::default(),
-            },
+            }),
             classifier: HttpClassifier,
         }
     }
@@ -85,7 +86,7 @@ impl<C> HttpLimitLayer<C> {
     /// [`Reason::Held`](crate::Reason::Held). Off by default: on a server,
     /// one handler's `503` would hold the whole app.
     pub fn honor_retry_after(mut self, max: Duration) -> Self {
-        self.config.honor_retry_after = Some(max);
+        Arc::make_mut(&mut self.config).honor_retry_after = Some(max);
         self
     }
 
@@ -93,20 +94,20 @@ impl<C> HttpLimitLayer<C> {
     /// be refused at once, or queue a bounded time. A refused request is
     /// answered with the [`rejection`](Self::rejection) response.
     pub fn policy(mut self, policy: Policy) -> Self {
-        self.config.policy = policy;
+        Arc::make_mut(&mut self.config).policy = policy;
         self
     }
 
     /// When the permit is given back: at the end of the body (the default)
     /// or when the response head is ready.
     pub fn release(mut self, release: Release) -> Self {
-        self.config.release = release;
+        Arc::make_mut(&mut self.config).release = release;
         self
     }
 
     /// The response a refused request gets (default: 503, `Retry-After: 1`).
     pub fn rejection(mut self, rejection: Rejection) -> Self {
-        self.config.rejection = rejection;
+        Arc::make_mut(&mut self.config).rejection = rejection;
         self
     }
 
@@ -124,7 +125,7 @@ impl<C> HttpLimitLayer<C> {
         mut self,
         rule: impl Fn(&RequestHead<'_>) -> bool + Send + Sync + 'static,
     ) -> Self {
-        self.config.rules.bypass = Some(Arc::new(rule));
+        Arc::make_mut(&mut self.config).rules.bypass = Some(Arc::new(rule));
         self
     }
 
@@ -151,7 +152,7 @@ impl<C> HttpLimitLayer<C> {
         mut self,
         rule: impl Fn(&RequestHead<'_>) -> Option<Partition> + Send + Sync + 'static,
     ) -> Self {
-        self.config.rules.partition = Some(Arc::new(rule));
+        Arc::make_mut(&mut self.config).rules.partition = Some(Arc::new(rule));
         self
     }
 
@@ -204,7 +205,7 @@ impl<C> HttpLimitLayer<C> {
         let table = Arc::new(KeyTable::new(per_key, max_keys));
         let hashing = Arc::clone(&table);
         let rule = move |head: &RequestHead<'_>| key(head).map(|k| hashing.hash(&k));
-        self.config.rules.key = Some((table, Arc::new(rule)));
+        Arc::make_mut(&mut self.config).rules.key = Some((table, Arc::new(rule)));
         self
     }
 
@@ -218,7 +219,7 @@ impl<S, C: Clone> Layer<S> for HttpLimitLayer<C> {
     type Service = HttpLimit<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let config = Arc::new(self.config.clone());
+        let config = Arc::clone(&self.config);
         HttpLimit::new(inner, config, self.classifier.clone())
     }
 }
