@@ -19,6 +19,7 @@
 //!   the optional features `tracing`, `metrics` and `load`.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs, unreachable_pub)]
 
 pub mod adaptive;
@@ -38,6 +39,11 @@ pub use crate::limiter::{
     Reason, Rejected,
 };
 pub use crate::policy_limit::{PolicyLimit, PolicyLimitLayer};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 /// A boxed, thread-safe error: the same type as `tower::BoxError`.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
