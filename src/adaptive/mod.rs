@@ -79,6 +79,7 @@ mod classify;
 #[cfg(test)]
 mod clock;
 mod gradient2;
+mod rng;
 mod vegas;
 mod windowed;
 
