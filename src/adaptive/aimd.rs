@@ -48,7 +48,9 @@ use super::{LimitAlgorithm, Sample};
 ///   takes to be seen) are one *episode*, and an episode never takes the
 ///   limit below half of what it was when the episode began.
 /// - **A ceiling**: a request refused with `n` in flight (itself included)
-///   says that `n` is too many. The limit is capped at `n - 1` (the
+///   says that `n` is too many, if `n` is at least half the limit (a
+///   request admitted with fewer in flight, say just after a stall, says
+///   nothing of where the backend's limit lies: a decrease, no ceiling). The limit is capped at `n - 1` (the
 ///   smallest such cap in the episode), and may not grow above it for a
 ///   *hold*: two feedback times at first, twice as long for each new
 ///   episode that starts within two holds of the previous one (overload
