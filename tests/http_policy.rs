@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_test::{assert_pending, task};
 use tower::{service_fn, Layer, Service, ServiceExt};
-use tower_concurrency::http::{HttpLimit, HttpLimitLayer, Rejection, RetryAfter};
+use tower_concurrency::http_limit::{HttpLimit, HttpLimitLayer, Rejection, RetryAfter};
 use tower_concurrency::{Limiter, Permit, Policy, Reason, Rejected};
 
 const GUARD: Duration = Duration::from_secs(60);
@@ -158,7 +158,7 @@ async fn too_many_requests_answers_429() {
 /// Any status, a custom body and a custom content type are sent as set.
 #[tokio::test]
 async fn custom_status_body_and_content_type_are_sent() {
-    let rejection = Rejection::with_status(StatusCode::BAD_GATEWAY)
+    let rejection = Rejection::new(StatusCode::BAD_GATEWAY)
         .body(r#"{"error":"busy"}"#)
         .content_type(HeaderValue::from_static("application/json"));
     let answer = refused_with(Some(rejection)).await;

@@ -28,7 +28,7 @@ use tokio::task::JoinSet;
 use tokio_test::assert_pending;
 use tokio_test::task::{spawn, Spawn};
 use tower_concurrency::adaptive::Fixed;
-use tower_concurrency::http::HttpLimitLayer;
+use tower_concurrency::http_limit::HttpLimitLayer;
 use tower_concurrency::{Admit, InvalidShares, Limiter, Partition, Permit, Policy, Reason};
 
 // ---------------------------------------------------------------------------

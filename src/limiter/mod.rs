@@ -178,7 +178,7 @@ impl Limiter {
     /// policy that does not queue refuses with [`Reason::Held`]. A later
     /// hold that ends sooner does not shorten this one. The HTTP layer calls
     /// this when an upstream answers `503` or `429` with `Retry-After` (see
-    /// [`HttpLimitLayer::honor_retry_after`](crate::http::HttpLimitLayer::honor_retry_after)).
+    /// [`HttpLimitLayer::honor_retry_after`](crate::http_limit::HttpLimitLayer::honor_retry_after)).
     pub fn hold_until(&self, until: tokio::time::Instant) {
         self.shared.hold_until(until);
     }
@@ -295,7 +295,7 @@ impl Limiter {
     ///
     /// Shares must each be above 0 and add up to at most 1; a limiter is
     /// partitioned once. Requests are placed in partitions by the HTTP
-    /// layer's [`partition_by`](crate::http::HttpLimitLayer::partition_by),
+    /// layer's [`partition_by`](crate::http_limit::HttpLimitLayer::partition_by),
     /// or by [`admit_in`](Self::admit_in).
     ///
     /// ```
@@ -337,7 +337,7 @@ impl Limiter {
     }
 
     /// Requests that skipped this limit through a bypass rule (see
-    /// [`HttpLimitLayer::bypass`](crate::http::HttpLimitLayer::bypass)).
+    /// [`HttpLimitLayer::bypass`](crate::http_limit::HttpLimitLayer::bypass)).
     pub fn bypassed(&self) -> u64 {
         self.shared.bypassed()
     }

@@ -38,7 +38,7 @@
 //! ```
 //! use std::time::Duration;
 //! use axum::{routing::get, Router};
-//! use tower_concurrency::http::{HttpLimitLayer, Rejection, RetryAfter};
+//! use tower_concurrency::http_limit::{HttpLimitLayer, Rejection, RetryAfter};
 //! use tower_concurrency::Policy;
 //!
 //! let limit = HttpLimitLayer::new(64)
@@ -60,7 +60,7 @@
 //! ```no_run
 //! use axum::{body::Body, routing::get, Router, ServiceExt};
 //! use tower::ServiceBuilder;
-//! use tower_concurrency::http::{HttpLimitLayer, ResponseBody};
+//! use tower_concurrency::http_limit::{HttpLimitLayer, ResponseBody};
 //!
 //! # async fn run() -> std::io::Result<()> {
 //! let router = Router::new().route("/", get(|| async { "hello" }));
@@ -79,7 +79,7 @@
 //! use hyper_util::client::legacy::Client;
 //! use hyper_util::rt::TokioExecutor;
 //! use tower::ServiceBuilder;
-//! use tower_concurrency::http::HttpLimitLayer;
+//! use tower_concurrency::http_limit::HttpLimitLayer;
 //!
 //! let client = Client::builder(TokioExecutor::new()).build_http::<String>();
 //! let limited = ServiceBuilder::new()
@@ -88,18 +88,23 @@
 //! # let _ = limited;
 //! ```
 
+mod admission;
 mod body;
 mod classify;
 mod future;
+mod grpc;
 mod keyed;
 mod layer;
 mod rejection;
 mod rules;
 mod service;
 
+pub use self::admission::Admission;
 pub use self::body::ResponseBody;
 pub use self::classify::HttpClassifier;
 pub use self::future::ResponseFuture;
+pub use self::grpc::GrpcStatus;
+pub use self::keyed::KeyLimit;
 pub use self::layer::HttpLimitLayer;
 pub use self::rejection::{Rejection, RetryAfter};
 pub use self::rules::RequestHead;

@@ -8,13 +8,13 @@ use tower_service::Service;
 
 use super::layer::Config;
 use super::rules::RequestHead;
-use super::{HttpClassifier, ResponseBody, ResponseFuture};
+use super::{grpc, HttpClassifier, ResponseBody, ResponseFuture};
 use crate::adaptive::Classify;
 use crate::admit_call::AdmitCall;
 use crate::{Admit, Limiter};
 
 /// An HTTP service behind a shared concurrency limit: see the
-/// [module docs](crate::http). Built by [`HttpLimitLayer`](super::HttpLimitLayer).
+/// [module docs](crate::http_limit). Built by [`HttpLimitLayer`](super::HttpLimitLayer).
 #[derive(Debug, Clone)]
 pub struct HttpLimit<S, C = HttpClassifier> {
     inner: S,
@@ -34,6 +34,13 @@ impl<S, C> HttpLimit<S, C> {
     /// The limiter this service draws from.
     pub fn limiter(&self) -> &Limiter {
         &self.config.limiter
+    }
+
+    /// How many keys have requests in flight now, under the layer's
+    /// [`limit_per_key`](super::HttpLimitLayer::limit_per_key); `None`
+    /// without one.
+    pub fn tracked_keys(&self) -> Option<usize> {
+        self.config.tracked_keys()
     }
 
     /// The inner service.
@@ -87,8 +94,15 @@ where
                 }
             }
         };
+        let grpc = grpc::is_grpc(request.headers());
         let timed = self.config.rejection.needs_timing();
         let call = AdmitCall::start(admit, &mut self.inner, request, timed);
-        ResponseFuture::new(call, key, Arc::clone(&self.config), self.classifier.clone())
+        ResponseFuture::new(
+            call,
+            key,
+            Arc::clone(&self.config),
+            self.classifier.clone(),
+            grpc,
+        )
     }
 }
