@@ -69,6 +69,13 @@ impl<S, Req> AdmitCall<S, Req>
 where
     S: Service<Req>,
 {
+    /// The request, while it has not been handed to the inner service (for
+    /// example after a refusal).
+    #[cfg(feature = "reqwest")]
+    pub(crate) fn request(self: Pin<&mut Self>) -> Option<&Req> {
+        self.project().call.as_ref().map(|(_, request)| request)
+    }
+
     /// Polls as the future does, calling `on_admit` with the request, its
     /// permit and how long it waited (zero if a permit was free at once)
     /// just before the inner service is called.

@@ -24,18 +24,16 @@ use tower_concurrency::Policy;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn axum_serve_takes_a_whole_limited_router() {
     let gate = Arc::new(Notify::new());
-    let router = Router::new()
-        .route("/", get(|| async { "hello" }))
-        .route(
-            "/wait",
-            get({
-                let gate = Arc::clone(&gate);
-                move || async move {
-                    gate.notified().await;
-                    "done"
-                }
-            }),
-        );
+    let router = Router::new().route("/", get(|| async { "hello" })).route(
+        "/wait",
+        get({
+            let gate = Arc::clone(&gate);
+            move || async move {
+                gate.notified().await;
+                "done"
+            }
+        }),
+    );
     let layer = HttpLimitLayer::new(1).policy(Policy::reject());
     let limiter = layer.limiter().clone();
     let app = layer.axum(router);

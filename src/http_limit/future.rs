@@ -14,6 +14,7 @@ use super::layer::Config;
 use super::{grpc, Admission, HttpClassifier, Release, ResponseBody};
 use crate::adaptive::{Classify, Outcome};
 use crate::admit_call::AdmitCall;
+use crate::{Permit, Rejected};
 
 pin_project! {
     /// The response future of [`HttpLimit`](super::HttpLimit): waits for
@@ -31,11 +32,11 @@ pin_project! {
         S: Service<Req>,
     {
         #[pin]
-        inner: AdmitCall<S, Req>,
-        key: Option<KeyPermit>,
-        config: Arc<Config>,
-        classifier: C,
-        grpc: bool,
+        pub(super) inner: AdmitCall<S, Req>,
+        pub(super) key: Option<KeyPermit>,
+        pub(super) config: Arc<Config>,
+        pub(super) classifier: C,
+        pub(super) grpc: bool,
     }
 }
 
@@ -73,58 +74,86 @@ where
         let admitted = ready!(this.inner.poll_admit(cx, |request, permit, waited| {
             Admission::stamp(&config.limiter, request, permit, waited)
         }));
-        let (outcome, mut permit, admitted_at) = match admitted {
-            Ok(admitted) => admitted,
-            Err(rejected) => {
-                return Poll::Ready(Ok(config.rejection.respond(
-                    rejected,
-                    &config.limiter,
-                    *this.grpc,
-                )))
-            }
-        };
-        let body_end = config.release == Release::BodyEnd && permit.is_some();
-        // A gRPC response whose status comes in its trailers.
-        let grpc_trailers = body_end
-            && matches!(&outcome, Ok(response) if response.status() == StatusCode::OK
-                && grpc::is_grpc(response.headers())
-                && grpc::status(response.headers()).is_none());
-        let mut trailers = None;
-        if let Some(permit) = permit.as_mut().filter(|p| p.wants_outcome()) {
-            let head = if config.classify_by_status {
-                HttpClassifier.classify(&outcome)
-            } else {
-                this.classifier.classify(&outcome)
-            };
-            if grpc_trailers && head == Outcome::Success {
-                trailers = Some(Trailers {
-                    classify: true,
-                    pushback: None,
-                });
-            } else {
-                permit.record(head);
-            }
-        }
-        if let (Some(max), Ok(response)) = (config.honor_retry_after, &outcome) {
-            if let Some(wait) = retry_after(response.status(), response.headers(), max) {
-                hold_for(&config.limiter, wait);
-            } else if grpc_trailers {
-                trailers
-                    .get_or_insert(Trailers {
-                        classify: false,
-                        pushback: None,
-                    })
-                    .pushback = Some((config.limiter.clone(), max));
-            }
-        }
-        let held = permit
-            .map(|permit| Held::new(permit, this.key.take(), admitted_at, trailers.map(Box::new)));
-        let held = match config.release {
-            Release::BodyEnd => held,
-            Release::Head => None,
-        };
-        Poll::Ready(outcome.map(|response| response.map(|body| ResponseBody::admitted(body, held))))
+        Poll::Ready(settle(
+            config,
+            this.classifier,
+            this.key,
+            *this.grpc,
+            admitted,
+        ))
     }
+}
+
+/// What a request that ran came to (see `AdmitCall`), its response head
+/// already an `http::Response`.
+pub(super) type Ran<B, E> = (
+    Result<Response<B>, E>,
+    Option<Permit>,
+    Option<tokio::time::Instant>,
+);
+
+/// Turns an admission's end into the answer: a refusal's response, or the
+/// inner response classified, its `Retry-After` or gRPC pushback honoured,
+/// and its body holding the permit (and the key) until it ends.
+pub(super) fn settle<B, E, C>(
+    config: &Config,
+    classifier: &C,
+    key: &mut Option<KeyPermit>,
+    grpc_request: bool,
+    admitted: Result<Ran<B, E>, Rejected>,
+) -> Result<Response<ResponseBody<B>>, E>
+where
+    C: Classify<Result<Response<B>, E>>,
+{
+    let (outcome, mut permit, admitted_at) = match admitted {
+        Ok(ran) => ran,
+        Err(rejected) => {
+            return Ok(config
+                .rejection
+                .respond(rejected, &config.limiter, grpc_request))
+        }
+    };
+    let body_end = config.release == Release::BodyEnd && permit.is_some();
+    // A gRPC response whose status comes in its trailers.
+    let grpc_trailers = body_end
+        && matches!(&outcome, Ok(response) if response.status() == StatusCode::OK
+            && grpc::is_grpc(response.headers())
+            && grpc::status(response.headers()).is_none());
+    let mut trailers = None;
+    if let Some(permit) = permit.as_mut().filter(|p| p.wants_outcome()) {
+        let head = if config.classify_by_status {
+            HttpClassifier.classify(&outcome)
+        } else {
+            classifier.classify(&outcome)
+        };
+        if grpc_trailers && head == Outcome::Success {
+            trailers = Some(Trailers {
+                classify: true,
+                pushback: None,
+            });
+        } else {
+            permit.record(head);
+        }
+    }
+    if let (Some(max), Ok(response)) = (config.honor_retry_after, &outcome) {
+        if let Some(wait) = retry_after(response.status(), response.headers(), max) {
+            hold_for(&config.limiter, wait);
+        } else if grpc_trailers {
+            trailers
+                .get_or_insert(Trailers {
+                    classify: false,
+                    pushback: None,
+                })
+                .pushback = Some((config.limiter.clone(), max));
+        }
+    }
+    let held =
+        permit.map(|permit| Held::new(permit, key.take(), admitted_at, trailers.map(Box::new)));
+    let held = match config.release {
+        Release::BodyEnd => held,
+        Release::Head => None,
+    };
+    outcome.map(|response| response.map(|body| ResponseBody::admitted(body, held)))
 }
 
 impl<S, Req, C> std::fmt::Debug for ResponseFuture<S, Req, C>

@@ -84,6 +84,8 @@ mod grpc;
 mod keyed;
 mod layer;
 mod rejection;
+#[cfg(feature = "reqwest")]
+mod reqwest;
 mod rules;
 mod service;
 

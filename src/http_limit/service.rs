@@ -6,6 +6,7 @@ use http::{Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
+use super::keyed::KeyPermit;
 use super::layer::Config;
 use super::rules::RequestHead;
 use super::{grpc, HttpClassifier, ResponseBody, ResponseFuture};
@@ -75,26 +76,60 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let rules = &self.config.rules;
-        let head = RequestHead::of(&request);
-        let (admit, key) = if rules.bypass.as_ref().is_some_and(|bypass| bypass(&head)) {
-            self.config.limiter.count_bypass();
-            (None, None)
-        } else {
-            let key = rules
-                .key
-                .as_ref()
-                .and_then(|(table, rule)| rule(&head).map(|hash| table.enter(hash)));
-            match key {
-                Some(Err(refused)) => (Some(Admit::rejected(&self.config.limiter, refused)), None),
-                key => {
-                    let partition = rules.partition.as_ref().and_then(|rule| rule(&head));
-                    let admit = self.config.limiter.admit_in(&self.config.policy, partition);
-                    (Some(admit), key.and_then(Result::ok))
-                }
-            }
-        };
+        let (admit, key) = self.admission(&RequestHead::of(&request));
         let grpc = grpc::is_grpc(request.headers());
+        self.start(admit, key, request, grpc)
+    }
+}
+
+impl<S, C: Clone> HttpLimit<S, C> {
+    /// Applies the layer's rules to a request: skip the limit (bypass), be
+    /// refused by its key, or admit in its partition, counted in its key.
+    pub(super) fn admission(&self, head: &RequestHead<'_>) -> (Option<Admit>, Option<KeyPermit>) {
+        let rules = &self.config.rules;
+        if rules.bypass.as_ref().is_some_and(|bypass| bypass(head)) {
+            self.config.limiter.count_bypass();
+            return (None, None);
+        }
+        let key = rules
+            .key
+            .as_ref()
+            .and_then(|(table, rule)| rule(head).map(|hash| table.enter(hash)));
+        match key {
+            Some(Err(refused)) => (Some(Admit::rejected(&self.config.limiter, refused)), None),
+            key => {
+                let partition = rules.partition.as_ref().and_then(|rule| rule(head));
+                let admit = self.config.limiter.admit_in(&self.config.policy, partition);
+                (Some(admit), key.and_then(Result::ok))
+            }
+        }
+    }
+
+    /// Admission with no rule to apply.
+    #[cfg_attr(not(feature = "reqwest"), allow(dead_code))]
+    pub(super) fn admit_plain(&self) -> Admit {
+        self.config.limiter.admit_in(&self.config.policy, None)
+    }
+
+    pub(super) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub(super) fn inner_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Starts admitting `request`, then calling the inner service.
+    pub(super) fn start<Req>(
+        &mut self,
+        admit: Option<Admit>,
+        key: Option<KeyPermit>,
+        request: Req,
+        grpc: bool,
+    ) -> ResponseFuture<S, Req, C>
+    where
+        S: Service<Req> + Clone,
+    {
         let timed = self.config.rejection.needs_timing();
         let call = AdmitCall::start(admit, &mut self.inner, request, timed);
         ResponseFuture::new(
