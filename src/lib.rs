@@ -57,8 +57,8 @@ pub mod sim;
 
 pub use crate::concurrency_limit::{ConcurrencyLimit, ConcurrencyLimitLayer, ResponseFuture};
 pub use crate::limiter::{
-    Admit, InvalidLimit, InvalidShares, Limiter, Order, Partition, PartitionStats, Permit, Policy,
-    Reason, Rejected,
+    Acquire, InvalidLimit, InvalidShares, Limiter, Order, Partition, PartitionStats, Permit,
+    Policy, Reason, Rejected,
 };
 pub use crate::policy_limit::{PolicyLimit, PolicyLimitLayer};
 

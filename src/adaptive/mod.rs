@@ -65,7 +65,7 @@
 //! assert!(limiter.limit() >= 2);
 //!
 //! // An operator can take over, and hand back:
-//! limiter.pin(16);
+//! limiter.set_limit(16);
 //! limiter.unpin();
 //! # Ok(())
 //! # }

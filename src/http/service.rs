@@ -11,7 +11,7 @@ use super::rules::RequestHead;
 use super::{HttpClassifier, ResponseBody, ResponseFuture};
 use crate::adaptive::Classify;
 use crate::admit_call::AdmitCall;
-use crate::{Admit, Limiter};
+use crate::{Acquire, Limiter};
 
 /// An HTTP service behind a shared concurrency limit: see the
 /// [module docs](crate::http). Built by [`HttpLimitLayer`](super::HttpLimitLayer).
@@ -79,10 +79,15 @@ where
                 .as_ref()
                 .and_then(|(table, rule)| rule(&head).map(|hash| table.enter(hash)));
             match key {
-                Some(Err(refused)) => (Some(Admit::rejected(&self.config.limiter, refused)), None),
+                Some(Err(refused)) => {
+                    (Some(Acquire::rejected(&self.config.limiter, refused)), None)
+                }
                 key => {
                     let partition = rules.partition.as_ref().and_then(|rule| rule(&head));
-                    let admit = self.config.limiter.admit_in(&self.config.policy, partition);
+                    let admit = self
+                        .config
+                        .limiter
+                        .acquire_in(&self.config.policy, partition);
                     (Some(admit), key.and_then(Result::ok))
                 }
             }
