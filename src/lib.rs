@@ -52,8 +52,6 @@ pub mod http;
 pub mod limiter;
 pub mod observe;
 pub mod policy_limit;
-#[cfg(feature = "sim")]
-pub mod sim;
 
 pub use crate::concurrency_limit::{ConcurrencyLimit, ConcurrencyLimitLayer, ResponseFuture};
 pub use crate::limiter::{

@@ -97,10 +97,10 @@ impl Limiter {
     /// [`set_limit`](Self::set_limit): no permit in use is revoked.
     ///
     /// ```
-    /// use tower_concurrency::adaptive::Fixed;
+    /// use tower_concurrency::adaptive::Vegas;
     /// use tower_concurrency::Limiter;
     ///
-    /// let limiter = Limiter::adaptive(Fixed(10));
+    /// let limiter = Limiter::adaptive(Vegas::new().initial(10));
     /// assert!(limiter.is_adaptive());
     /// assert_eq!(limiter.limit(), 10);
     /// ```
