@@ -189,11 +189,10 @@ fn tenant_u64(head: &RequestHead<'_>) -> Option<u64> {
 }
 
 fn partitioned(limit: usize) -> HttpLimitLayer {
-    let limiter = Limiter::new(limit)
+    let (limiter, [live, batch]) = Limiter::new(limit)
         .partitioned([("live", 0.9), ("batch", 0.1)])
         .expect("valid shares");
-    let (live, batch) = (limiter.partition("live"), limiter.partition("batch"));
-    assert!(live.is_some() && batch.is_some());
+    let (live, batch) = (Some(live), Some(batch));
     HttpLimitLayer::from_limiter(limiter).partition_by(move |head| {
         match head.header("x-priority") {
             Some("batch") => batch,

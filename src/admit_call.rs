@@ -10,19 +10,19 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower_service::Service;
 
-use crate::{Admit, Permit, Rejected};
+use crate::{Acquire, Permit, Rejected};
 
 pin_project! {
     /// Admits, then calls; resolves to the inner outcome with its permit,
     /// or to the rejection. Waiting happens here, not in `poll_ready`, so a
     /// dropped request leaves the queue at once and a refused one leaves
-    /// nothing queued behind it. Without an `Admit` (a bypassed request) it
+    /// nothing queued behind it. Without an `Acquire` (a bypassed request) it
     /// just calls.
     pub(crate) struct AdmitCall<S, Req>
     where
         S: Service<Req>,
     {
-        admit: Option<Admit>,
+        admit: Option<Acquire>,
         call: Option<(S, Req)>,
         permit: Option<Permit>,
         timed: bool,
@@ -42,7 +42,7 @@ where
     /// `poll_ready` readied the original) and starts `admit`, or with
     /// `None` skips admission. With `timed`, the moment of admission is
     /// read from the clock.
-    pub(crate) fn start(admit: Option<Admit>, inner: &mut S, request: Req, timed: bool) -> Self {
+    pub(crate) fn start(admit: Option<Acquire>, inner: &mut S, request: Req, timed: bool) -> Self {
         let clone = inner.clone();
         let ready = std::mem::replace(inner, clone);
         Self {

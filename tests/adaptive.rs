@@ -212,7 +212,7 @@ async fn pin_and_unpin() {
     let svc = ServiceBuilder::new()
         .layer(ConcurrencyLimitLayer::from_limiter(limiter.clone()))
         .service(service_fn(|()| async { Ok::<_, Infallible>(()) }));
-    assert_eq!(limiter.pin(10), 3);
+    assert_eq!(limiter.set_limit(10), 3);
     assert!(limiter.is_pinned());
     script.answer(6);
     svc.clone().oneshot(()).await.unwrap();

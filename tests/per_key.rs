@@ -780,10 +780,10 @@ async fn bypassed_health_answers_while_the_limit_and_the_key_are_full() {
 /// counted in any partition either.
 #[test]
 fn bypassed_requests_take_no_permit_and_never_queue() {
-    let limiter = Limiter::new(1)
+    let (limiter, [live, _]) = Limiter::new(1)
         .partitioned([("live", 0.9), ("batch", 0.1)])
         .unwrap();
-    let live = limiter.partition("live");
+    let live = Some(live);
     let layer = by_tenant(HttpLimitLayer::from_limiter(limiter.clone()), 1, 2)
         .partition_by(move |_| live)
         .bypass(|head| head.uri.path() == "/health");
@@ -794,7 +794,7 @@ fn bypassed_requests_take_no_permit_and_never_queue() {
     assert_pending!(queued.poll());
     assert_eq!(limiter.waiting(), 1);
     let stats =
-        |l: &Limiter| -> Vec<usize> { l.partition_stats().iter().map(|s| s.in_flight).collect() };
+        |l: &Limiter| -> Vec<usize> { l.partitions().iter().map(|s| s.in_flight).collect() };
     assert_eq!(stats(&limiter), [1, 0]);
 
     // Alpha's key and the limit are full; its health check is answered.

@@ -13,7 +13,6 @@
 //! | [`Vegas`] | delay | estimates the queue from a no-load baseline rtt; grows while it is small, cuts to the served count plus a small band when it is long |
 //! | [`Gradient2`] | delay | compares the rtt with the no-load baseline; shrinks by that gradient, grows by a small queue allowance |
 //! | [`Windowed`] | any | feeds one of the above one averaged (or percentile) success per window; overloads pass through at once |
-//! | [`Fixed`] | none | never moves: a baseline |
 //!
 //! Recommended: `Windowed<Vegas>` or `Windowed<Gradient2>`, which meet every
 //! target of the simulation harness (see the crate README) in every
@@ -65,7 +64,7 @@
 //! assert!(limiter.limit() >= 2);
 //!
 //! // An operator can take over, and hand back:
-//! limiter.pin(16);
+//! limiter.set_limit(16);
 //! limiter.unpin();
 //! # Ok(())
 //! # }
@@ -79,8 +78,8 @@ mod aimd;
 mod classify;
 #[cfg(test)]
 mod clock;
-mod fixed;
 mod gradient2;
+mod rng;
 mod vegas;
 mod windowed;
 
@@ -90,7 +89,6 @@ use tokio::time::Instant;
 
 pub use self::aimd::Aimd;
 pub use self::classify::{Classify, DefaultClassifier};
-pub use self::fixed::Fixed;
 pub use self::gradient2::Gradient2;
 pub use self::vegas::Vegas;
 pub use self::windowed::{Aggregate, Windowed};

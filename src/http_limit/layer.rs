@@ -171,12 +171,11 @@ impl<C> HttpLimitLayer<C> {
     /// use tower_concurrency::http_limit::HttpLimitLayer;
     /// use tower_concurrency::Limiter;
     ///
-    /// let limiter = Limiter::new(100).partitioned([("live", 0.9), ("batch", 0.1)])?;
-    /// let (live, batch) = (limiter.partition("live"), limiter.partition("batch"));
+    /// let (limiter, [live, batch]) = Limiter::new(100).partitioned([("live", 0.9), ("batch", 0.1)])?;
     /// let layer = HttpLimitLayer::from_limiter(limiter).partition_by(move |head| {
     ///     match head.header("x-priority") {
-    ///         Some("batch") => batch,
-    ///         _ => live,
+    ///         Some("batch") => Some(batch),
+    ///         _ => Some(live),
     ///     }
     /// });
     /// # let _ = layer;

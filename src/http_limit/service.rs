@@ -12,7 +12,7 @@ use super::rules::RequestHead;
 use super::{grpc, HttpClassifier, ResponseBody, ResponseFuture};
 use crate::adaptive::Classify;
 use crate::admit_call::AdmitCall;
-use crate::{Admit, Limiter};
+use crate::{Acquire, Limiter};
 
 /// An HTTP service behind a shared concurrency limit: see the
 /// [module docs](crate::http_limit). Built by [`HttpLimitLayer`](super::HttpLimitLayer).
@@ -85,7 +85,7 @@ where
 impl<S, C: Clone> HttpLimit<S, C> {
     /// Applies the layer's rules to a request: skip the limit (bypass), be
     /// refused by its key, or admit in its partition, counted in its key.
-    pub(super) fn admission(&self, head: &RequestHead<'_>) -> (Option<Admit>, Option<KeyPermit>) {
+    pub(super) fn admission(&self, head: &RequestHead<'_>) -> (Option<Acquire>, Option<KeyPermit>) {
         let rules = &self.config.rules;
         if rules.bypass.as_ref().is_some_and(|bypass| bypass(head)) {
             self.config.limiter.count_bypass();
@@ -96,10 +96,13 @@ impl<S, C: Clone> HttpLimit<S, C> {
             .as_ref()
             .and_then(|(table, rule)| rule(head).map(|hash| table.enter(hash)));
         match key {
-            Some(Err(refused)) => (Some(Admit::rejected(&self.config.limiter, refused)), None),
+            Some(Err(refused)) => (Some(Acquire::rejected(&self.config.limiter, refused)), None),
             key => {
                 let partition = rules.partition.as_ref().and_then(|rule| rule(head));
-                let admit = self.config.limiter.admit_in(&self.config.policy, partition);
+                let admit = self
+                    .config
+                    .limiter
+                    .acquire_in(&self.config.policy, partition);
                 (Some(admit), key.and_then(Result::ok))
             }
         }
@@ -107,8 +110,8 @@ impl<S, C: Clone> HttpLimit<S, C> {
 
     /// Admission with no rule to apply.
     #[cfg_attr(not(feature = "reqwest"), allow(dead_code))]
-    pub(super) fn admit_plain(&self) -> Admit {
-        self.config.limiter.admit_in(&self.config.policy, None)
+    pub(super) fn admit_plain(&self) -> Acquire {
+        self.config.limiter.acquire_in(&self.config.policy, None)
     }
 
     pub(super) fn config(&self) -> &Config {
@@ -122,7 +125,7 @@ impl<S, C: Clone> HttpLimit<S, C> {
     /// Starts admitting `request`, then calling the inner service.
     pub(super) fn start<Req>(
         &mut self,
-        admit: Option<Admit>,
+        admit: Option<Acquire>,
         key: Option<KeyPermit>,
         request: Req,
         grpc: bool,

@@ -34,9 +34,9 @@
 //!
 //! | message | level | when | fields |
 //! | --- | --- | --- | --- |
-//! | `permit acquired after waiting` | `DEBUG` | a request got its permit after queueing for it (in [`ConcurrencyLimit`](crate::ConcurrencyLimit)'s `poll_ready`, [`Limiter::acquire`](crate::Limiter::acquire) or [`Limiter::admit`](crate::Limiter::admit)) | `waited` (a duration), `in_flight`, `waiting`, `limit` |
+//! | `permit acquired after waiting` | `DEBUG` | a request got its permit after queueing for it (in [`ConcurrencyLimit`](crate::ConcurrencyLimit)'s `poll_ready` or [`Limiter::acquire`](crate::Limiter::acquire)) | `waited` (a duration), `in_flight`, `waiting`, `limit` |
 //! | `request rejected` | `DEBUG` | a request was refused (see [`Rejected`](crate::Rejected)) | `reason`, `scope`, `limit` (the one that refused: the concurrency limit, the per-key limit or the number of keys), `waited`, `in_flight`, `waiting` |
-//! | `concurrency limit changed` | `INFO` | [`set_limit`](crate::Limiter::set_limit), [`try_set_limit`](crate::Limiter::try_set_limit), [`pin`](crate::Limiter::pin) or [`unpin`](crate::Limiter::unpin) moved the limit: an operator's action, logged at every call | `old`, `new`, `cause` (`set_limit`, `pin`, `unpin`), `in_flight` |
+//! | `concurrency limit changed` | `INFO` | [`set_limit`](crate::Limiter::set_limit), [`try_set_limit`](crate::Limiter::try_set_limit) or [`unpin`](crate::Limiter::unpin) moved the limit: an operator's action, logged at every call | `old`, `new`, `cause` (`set_limit`, `unpin`), `in_flight` |
 //! | `concurrency limit changed` | `DEBUG` | an adaptive limiter's algorithm moved the limit (answers that leave it where it is log nothing) | `old`, `new`, `cause` (`algorithm`), `in_flight` |
 //! | `permit acquired without waiting` | `TRACE` | a request took a free permit | `in_flight`, `limit` |
 //! | `request bypassed the limit` | `TRACE` | a request skipped the limit through a [bypass rule](crate::http_limit::HttpLimitLayer::bypass) | |

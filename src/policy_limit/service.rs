@@ -84,7 +84,7 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let admit = Some(self.limiter.admit(&self.policy));
+        let admit = Some(self.limiter.acquire(&self.policy));
         let admit = AdmitCall::start(admit, &mut self.inner, request, false);
         ResponseFuture::new(admit, self.classifier.clone())
     }
