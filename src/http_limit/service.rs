@@ -114,10 +114,12 @@ impl<S, C: Clone> HttpLimit<S, C> {
         self.config.limiter.acquire_in(&self.config.policy, None)
     }
 
+    #[cfg_attr(not(feature = "reqwest"), allow(dead_code))]
     pub(super) fn config(&self) -> &Config {
         &self.config
     }
 
+    #[cfg_attr(not(feature = "reqwest"), allow(dead_code))]
     pub(super) fn inner_mut(&mut self) -> &mut S {
         &mut self.inner
     }
