@@ -102,7 +102,7 @@ impl Shared {
     /// A permit for a slot just taken; an adaptive limiter's permit notes
     /// when it was admitted and how many were in flight.
     #[inline]
-    fn permit(self: &Arc<Self>) -> Permit {
+    pub(super) fn permit(self: &Arc<Self>) -> Permit {
         Arc::clone(self).into_permit()
     }
 
@@ -239,6 +239,11 @@ impl Shared {
         }
     }
 
+    /// Waits for a slot in the semaphore's queue, for the dispatcher.
+    pub(super) async fn pump(self: Arc<Self>) {
+        self.queued_slot().await;
+    }
+
     /// Waits for a permit in the semaphore's queue; callers that count
     /// themselves hold a [`QueuePlace`].
     pub(super) async fn acquire_queued(self: Arc<Self>) -> Permit {
@@ -330,7 +335,7 @@ impl Shared {
 
     /// Retires one slot against the debt, if anything is owed.
     #[inline]
-    fn pay_debt(&self) -> bool {
+    pub(super) fn pay_debt(&self) -> bool {
         self.debt.load(SeqCst) != 0
             && self
                 .debt
