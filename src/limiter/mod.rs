@@ -228,6 +228,26 @@ impl Limiter {
         Ok(self.shared.pin(Some(new), Cause::SetLimit))
     }
 
+    /// Moves the limit to `capacity`, 0 included (nothing new is admitted
+    /// until it is raised), with the same rules as
+    /// [`set_limit`](Self::set_limit) otherwise; for a limit whose capacity
+    /// is leased from elsewhere (the fleet). Values above
+    /// [`InvalidLimit::MAX`] are clamped. Returns the old limit.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn set_capacity(&self, capacity: usize) -> usize {
+        self.shared
+            .set_limit(capacity.min(InvalidLimit::MAX), Cause::Capacity)
+    }
+
+    /// A signal notified (with `notify_one`, so a signal is never lost
+    /// between two waits on it) each time a caller starts waiting for a
+    /// permit: the cue to lease more capacity. Costs one atomic load per
+    /// wait once asked for, nothing before.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn queue_signal(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(self.shared.queue_signal.get_or_init(Default::default))
+    }
+
     /// Takes a permit if one is free now, never waiting.
     #[inline]
     pub fn try_acquire(&self) -> Option<Permit> {
@@ -396,6 +416,22 @@ mod tests {
         drop(held);
         assert_eq!(limiter.available(), 3);
         assert_eq!(limiter.in_flight(), 0);
+    }
+
+    /// The fleet's hooks: a capacity of 0 admits nothing and queues; the
+    /// queue signal fires when a caller starts waiting; raising the
+    /// capacity admits the waiter.
+    #[tokio::test]
+    async fn capacity_zero_queues_and_signals() {
+        let limiter = Limiter::new(2);
+        let signal = limiter.queue_signal();
+        assert_eq!(limiter.set_capacity(0), 2);
+        assert!(limiter.try_acquire().is_none());
+        let mut waiter = tokio_test::task::spawn(limiter.acquire(&Policy::wait()));
+        assert!(waiter.poll().is_pending());
+        signal.notified().await; // stored by notify_one: does not hang
+        assert_eq!(limiter.set_capacity(1), 0);
+        assert!(waiter.poll().is_ready());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
 use super::control::Control;
@@ -50,6 +50,9 @@ pub(super) struct Shared {
     hold: Hold,
     /// Its name, and what it reports to (see `observe.rs`).
     pub(super) observer: Observer,
+    /// Notified each time a caller starts waiting, once someone asked for
+    /// it (see [`Limiter::queue_signal`](super::Limiter::queue_signal)).
+    pub(super) queue_signal: OnceLock<Arc<Notify>>,
 }
 
 impl Shared {
@@ -77,6 +80,7 @@ impl Shared {
             control,
             hold: Hold::default(),
             observer: Observer::default(),
+            queue_signal: OnceLock::new(),
         }
     }
 
