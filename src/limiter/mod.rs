@@ -251,7 +251,7 @@ impl Limiter {
     /// Takes a permit if one is free now, never waiting.
     #[inline]
     pub fn try_acquire(&self) -> Option<Permit> {
-        self.shared.try_acquire()
+        self.shared.try_acquire(None)
     }
 
     /// Takes a permit under `policy`: at once if one is free, else as the
@@ -296,6 +296,21 @@ impl Limiter {
     /// which only ever get spare capacity. No permit in use is revoked, so
     /// a partition below its share gets its share as permits come back.
     /// Shares follow the limit as it moves (adaptive limits included).
+    ///
+    /// Shares hold whatever the policy. Under [`Policy::reject`] nobody
+    /// waits, so a request of a partition below its share that is refused
+    /// for want of a permit (or that times out waiting) *claims* one: from
+    /// then on, free permits are kept for the claims of partitions below
+    /// their share, up to what each lacks, and a request of another
+    /// partition at or above its share, or of no partition, is refused
+    /// when it would take one of them. A claim is settled when its
+    /// partition takes a permit, so borrowing resumes as soon as the
+    /// partitions below their share have what they asked for; a partition
+    /// that stops asking leaves at most its unmet guarantee free. Under a
+    /// bounded queue ([`Policy::fifo`], [`Policy::lifo`]) a request of a
+    /// partition below its share may queue past the bound by what its
+    /// partition lacks, so others filling the queue cannot shut it out;
+    /// queued, it is served first.
     ///
     /// Shares must each be above 0 and add up to at most 1; a limiter is
     /// partitioned once. It hands back the limiter and one [`Partition`]
