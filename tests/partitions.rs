@@ -515,11 +515,13 @@ fn above_share_waiters_take_turns_and_unmatched_come_last() {
 }
 
 /// A waiter that is cancelled after a permit was handed to it (but before
-/// it ran) passes the permit to the next in rank, and the counts move with
-/// it; a cancelled waiter that was handed nothing leaves no trace; and when
-/// the last waiter leaves, a permit the dispatcher had taken goes back.
+/// it ran) gives the permit back to the limiter, and the next in rank gets
+/// it from there (so a lowered limit's debt is paid first, see
+/// `a_cancelled_waiters_handed_permit_pays_a_lowered_limits_debt`); a
+/// cancelled waiter that was handed nothing leaves no trace; and when the
+/// last waiter leaves, a permit the dispatcher had taken goes back.
 #[test]
-fn cancelled_waiters_pass_handed_permits_on_and_leak_nothing() {
+fn cancelled_waiters_give_handed_permits_back_and_leak_nothing() {
     let (limiter, live, batch) = live_batch(Limiter::new(10));
     let mut initial = take(&limiter, Some(batch), 10);
     let mut w = Waiters::new(&limiter, Policy::wait());
@@ -533,8 +535,13 @@ fn cancelled_waiters_pass_handed_permits_on_and_leak_nothing() {
     assert_eq!(held(&limiter), [1, 9], "handed to l1");
     assert!(w.task("l1").is_woken());
     w.cancel("l1");
-    assert_eq!(held(&limiter), [1, 9], "passed on to l2, still live");
-    assert!(w.task("l2").is_woken());
+    assert_eq!(held(&limiter), [0, 9], "given back");
+    assert_eq!(
+        limiter.in_flight(),
+        10,
+        "the dispatcher's place in the queue took it"
+    );
+    assert!(w.task("l2").is_woken(), "the next in rank drives");
     assert_eq!(limiter.waiting(), 3);
     assert_eq!(w.poll_all(), ["l2"]);
     assert_eq!(held(&limiter), [1, 9]);
@@ -561,18 +568,49 @@ fn cancelled_waiters_pass_handed_permits_on_and_leak_nothing() {
     assert_eq!(limiter.available(), 10);
 }
 
-/// A permit handed to a waiter that is cancelled before it runs is passed
-/// on by rank, and the rank must be judged once the permit has left the
+/// Issue 8.2 on a partitioned limiter under `Policy::wait()`: limit 2,
+/// both permits out; two live waiters, the older driving; a permit comes
+/// back and is handed to the one in rank; the limit drops to 1; that
+/// waiter is cancelled before it runs. Its permit pays the cut: the other
+/// waiter is not admitted while a permit is still out at limit 1. (Before
+/// the fix the permit was passed straight on: two in flight at limit 1.)
+#[test]
+fn a_cancelled_waiters_handed_permit_pays_a_lowered_limits_debt() {
+    let (limiter, [live, _]) = Limiter::new(2)
+        .partitioned([("live", 0.5), ("batch", 0.5)])
+        .unwrap();
+    let mut initial = take(&limiter, None, 2);
+    let mut w = Waiters::new(&limiter, Policy::wait());
+    w.push("l1", Some(live));
+    w.push("l2", Some(live));
+
+    drop(initial.pop());
+    assert_pending!(w.task("l2").poll(), "l2 drives, l1 is older");
+    assert!(w.task("l1").is_woken(), "handed to l1");
+    assert_eq!(held(&limiter), [1, 0]);
+
+    assert_eq!(limiter.set_limit(1), 2);
+    w.cancel("l1");
+    assert_eq!(limiter.in_flight(), 1, "the handed permit paid the cut");
+    assert_eq!(held(&limiter), [0, 0]);
+    assert_eq!(w.poll_all(), Vec::<String>::new(), "one is out at limit 1");
+
+    drop(initial.pop());
+    assert_eq!(w.poll_all(), ["l2"]);
+    assert_eq!(limiter.in_flight(), 1);
+    drop(w);
+    assert_eq!((limiter.in_flight(), limiter.available()), (0, 1));
+}
+
+/// A permit handed to a waiter that is cancelled before it runs comes back
+/// and is dispatched again by rank, judged once the permit has left the
 /// cancelled waiter's partition.
 ///
 /// Live 9 / batch 1 of 10. Batch holds 10; `b1` then `l1`..`l10` queue.
 /// Eight batch permits back serve `l1`..`l8` (live 8, batch 2); the ninth
 /// is handed to `l9` (live 9 at hand-off, batch 1). `l9` is cancelled
 /// before it runs: without that permit live holds 8, below its 9, while
-/// batch holds its 1, so the permit should go to `l10`. It goes to `b1`:
-/// the dispatcher ranks the waiters while the permit still counts in live
-/// (live looks at its share, so `l10` and `b1` tie and the older `b1`
-/// wins), leaving live at 8 and batch at 2 with a live waiter queued.
+/// batch holds its 1, so the permit goes to `l10`, not to the older `b1`.
 #[test]
 
 fn a_cancelled_waiters_permit_goes_to_the_partition_below_its_share() {
@@ -593,12 +631,9 @@ fn a_cancelled_waiters_permit_goes_to_the_partition_below_its_share() {
     assert_pending!(w.task("b1").poll(), "b1 drives the dispatch");
     assert_eq!(held(&limiter), [9, 1], "handed to l9");
     w.cancel("l9");
-    assert_eq!(
-        held(&limiter),
-        [9, 1],
-        "the permit should go to l10: live is below its share without it"
-    );
-    assert_eq!(w.poll_all(), ["l10"]);
+    assert_eq!(held(&limiter), [8, 1], "given back");
+    assert_eq!(w.poll_all(), ["l10"], "live is below its share without it");
+    assert_eq!(held(&limiter), [9, 1]);
 }
 
 /// `Limiter::acquire` matches no partition, so on a saturated partitioned

@@ -127,6 +127,11 @@ impl Partitions {
         }
     }
 
+    /// How many partitions there are.
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// The entry of `partition`, if it is one of these.
     fn entry(&self, partition: Partition) -> Option<&Entry> {
         (partition.owner == self.owner)
