@@ -48,7 +48,7 @@ pub mod adaptive;
 mod admit_call;
 pub mod concurrency_limit;
 #[cfg(feature = "http")]
-pub mod http;
+pub mod http_limit;
 pub mod limiter;
 pub mod observe;
 pub mod policy_limit;

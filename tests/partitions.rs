@@ -28,7 +28,7 @@ use tokio::task::JoinSet;
 use tokio_test::assert_pending;
 use tokio_test::task::{spawn, Spawn};
 use tower_concurrency::adaptive::Aimd;
-use tower_concurrency::http::HttpLimitLayer;
+use tower_concurrency::http_limit::HttpLimitLayer;
 use tower_concurrency::{Acquire, InvalidShares, Limiter, Partition, Permit, Policy, Reason};
 
 // ---------------------------------------------------------------------------

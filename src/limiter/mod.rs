@@ -167,7 +167,7 @@ impl Limiter {
     /// policy that does not queue refuses with [`Reason::Held`]. A later
     /// hold that ends sooner does not shorten this one. The HTTP layer calls
     /// this when an upstream answers `503` or `429` with `Retry-After` (see
-    /// [`HttpLimitLayer::honor_retry_after`](crate::http::HttpLimitLayer::honor_retry_after)).
+    /// [`HttpLimitLayer::honor_retry_after`](crate::http_limit::HttpLimitLayer::honor_retry_after)).
     pub fn hold_until(&self, until: tokio::time::Instant) {
         self.shared.hold_until(until);
     }
@@ -282,7 +282,7 @@ impl Limiter {
     /// handle per share, in the order given, so a request is placed in a
     /// partition by its handle, never by a name that could be misspelt:
     /// through the HTTP layer's
-    /// [`partition_by`](crate::http::HttpLimitLayer::partition_by), or
+    /// [`partition_by`](crate::http_limit::HttpLimitLayer::partition_by), or
     /// [`acquire_in`](Self::acquire_in).
     ///
     /// ```
@@ -326,7 +326,7 @@ impl Limiter {
     }
 
     /// Requests that skipped this limit through a bypass rule (see
-    /// [`HttpLimitLayer::bypass`](crate::http::HttpLimitLayer::bypass)).
+    /// [`HttpLimitLayer::bypass`](crate::http_limit::HttpLimitLayer::bypass)).
     pub fn bypassed(&self) -> u64 {
         self.shared.bypassed()
     }
