@@ -38,7 +38,7 @@ use futures::StreamExt;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tower_concurrency::http::HttpLimitLayer;
+use tower_concurrency::http_limit::{HttpLimitLayer, KeyLimit};
 use tower_concurrency::{Limiter, Policy};
 
 const LIMIT: usize = 8;
@@ -117,7 +117,7 @@ async fn main() {
             Some("batch") => Some(batch),
             _ => Some(live),
         })
-        .limit_per_key(PER_CLIENT, 10_000, |head| {
+        .limit_per_key(KeyLimit::new(PER_CLIENT).max_keys(10_000), |head| {
             head.extensions
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|info| info.0.ip())

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
@@ -34,6 +35,8 @@ pin_project! {
         permit: Option<Permit>,
         timed: bool,
         admitted_at: Option<Instant>,
+        // When admission first had to wait, to tell the request how long.
+        queued_at: Option<Instant>,
     }
 }
 
@@ -54,6 +57,7 @@ where
             permit: None,
             timed,
             admitted_at: None,
+            queued_at: None,
             future: None,
         }
     }
@@ -67,20 +71,47 @@ pub(crate) type Admitted<S, Req> = (
     Option<Instant>,
 );
 
-impl<S, Req> Future for AdmitCall<S, Req>
+impl<S, Req> AdmitCall<S, Req>
 where
     S: Service<Req>,
 {
-    type Output = Result<Admitted<S, Req>, Rejected>;
+    /// The request, while it has not been handed to the inner service (for
+    /// example after a refusal).
+    #[cfg(feature = "reqwest")]
+    pub(crate) fn request(self: Pin<&mut Self>) -> Option<&Req> {
+        self.project().call.as_ref().map(|(_, request)| request)
+    }
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    /// Polls as the future does, calling `on_admit` with the request, its
+    /// permit and how long it waited (zero if a permit was free at once)
+    /// just before the inner service is called.
+    pub(crate) fn poll_admit(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        on_admit: impl FnOnce(&mut Req, &Permit, Duration),
+    ) -> Poll<Result<Admitted<S, Req>, Rejected>> {
         let mut this = self.project();
         if this.future.is_none() {
+            let mut waited = Duration::ZERO;
             if let Some(admit) = this.admit.as_mut() {
-                *this.permit = Some(ready!(Pin::new(admit).poll(cx))?);
+                let permit = match Pin::new(admit).poll(cx) {
+                    Poll::Ready(permit) => permit?,
+                    Poll::Pending => {
+                        this.queued_at.get_or_insert_with(Instant::now);
+                        return Poll::Pending;
+                    }
+                };
                 *this.admitted_at = this.timed.then(Instant::now);
+                if let Some(queued_at) = *this.queued_at {
+                    waited = queued_at.elapsed();
+                }
+                *this.permit = Some(permit);
             }
-            let (mut inner, request) = this.call.take().expect("AdmitCall polled after completion");
+            let (mut inner, mut request) =
+                this.call.take().expect("AdmitCall polled after completion");
+            if let Some(permit) = this.permit.as_ref() {
+                on_admit(&mut request, permit, waited);
+            }
             this.future.set(Some(inner.call(request)));
         }
         let future = this
@@ -92,5 +123,16 @@ where
         // The inner future goes before its permit is handed on.
         this.future.set(None);
         Poll::Ready(Ok((outcome, this.permit.take(), *this.admitted_at)))
+    }
+}
+
+impl<S, Req> Future for AdmitCall<S, Req>
+where
+    S: Service<Req>,
+{
+    type Output = Result<Admitted<S, Req>, Rejected>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.poll_admit(cx, |_, _, _| {})
     }
 }

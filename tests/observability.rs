@@ -68,7 +68,7 @@ mod metrics {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
     use tower::{service_fn, Layer, ServiceExt};
     use tower_concurrency::adaptive::Outcome;
-    use tower_concurrency::http::HttpLimitLayer;
+    use tower_concurrency::http_limit::HttpLimitLayer;
     use tower_concurrency::{ConcurrencyLimit, Limiter, Policy, Reason, Rejected};
 
     use super::{echo, Step};
@@ -172,7 +172,10 @@ mod metrics {
                 Some("batch") => batch,
                 _ => live,
             })
-            .limit_per_key(1, 2, |head| head.header("x-client").map(str::to_owned));
+            .limit_per_key(
+                tower_concurrency::http_limit::KeyLimit::new(1).max_keys(2),
+                |head| head.header("x-client").map(str::to_owned),
+            );
         let svc = layer.layer(service_fn(|_: Request<()>| async {
             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
         }));
@@ -576,12 +579,11 @@ mod tracing_events {
     #[tokio::test]
     async fn a_full_key_is_logged_with_the_key_scope() {
         use tower::{service_fn, Layer, ServiceExt};
-        use tower_concurrency::http::HttpLimitLayer;
+        use tower_concurrency::http_limit::HttpLimitLayer;
 
         let (events, _guard) = capture();
         let layer = HttpLimitLayer::from_limiter(Limiter::new(10).named("keys")).limit_per_key(
-            1,
-            10,
+            tower_concurrency::http_limit::KeyLimit::new(1).max_keys(10),
             |head| head.header("x-client").map(str::to_owned),
         );
         let svc = layer.layer(service_fn(|_: http::Request<()>| async {
@@ -695,7 +697,7 @@ mod load {
     #[test]
     fn every_service_reports_its_limiters_load() {
         use tower::Layer;
-        use tower_concurrency::http::HttpLimitLayer;
+        use tower_concurrency::http_limit::HttpLimitLayer;
 
         let limiter = Limiter::new(4);
         let _held = limiter.try_acquire().unwrap();

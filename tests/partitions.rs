@@ -27,8 +27,8 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_test::assert_pending;
 use tokio_test::task::{spawn, Spawn};
-use tower_concurrency::adaptive::Fixed;
-use tower_concurrency::http::HttpLimitLayer;
+use tower_concurrency::adaptive::Aimd;
+use tower_concurrency::http_limit::HttpLimitLayer;
 use tower_concurrency::{Acquire, InvalidShares, Limiter, Partition, Permit, Policy, Reason};
 
 // ---------------------------------------------------------------------------
@@ -665,7 +665,7 @@ fn plain_acquire_on_a_partitioned_limiter_gets_spare_capacity_only() {
 /// use revoked) and unpinning back to the algorithm's limit.
 #[test]
 fn adaptive_limiter_shares_follow_a_pinned_limit() {
-    let (limiter, live, batch) = live_batch(Limiter::adaptive(Fixed(10)));
+    let (limiter, live, batch) = live_batch(Limiter::adaptive(Aimd::new().initial(10)));
     assert!(limiter.is_adaptive());
     assert_eq!(guaranteed(&limiter), [9, 1]);
 

@@ -97,10 +97,10 @@ impl Limiter {
     /// [`set_limit`](Self::set_limit): no permit in use is revoked.
     ///
     /// ```
-    /// use tower_concurrency::adaptive::Fixed;
+    /// use tower_concurrency::adaptive::Vegas;
     /// use tower_concurrency::Limiter;
     ///
-    /// let limiter = Limiter::adaptive(Fixed(10));
+    /// let limiter = Limiter::adaptive(Vegas::new().initial(10));
     /// assert!(limiter.is_adaptive());
     /// assert_eq!(limiter.limit(), 10);
     /// ```
@@ -167,7 +167,7 @@ impl Limiter {
     /// policy that does not queue refuses with [`Reason::Held`]. A later
     /// hold that ends sooner does not shorten this one. The HTTP layer calls
     /// this when an upstream answers `503` or `429` with `Retry-After` (see
-    /// [`HttpLimitLayer::honor_retry_after`](crate::http::HttpLimitLayer::honor_retry_after)).
+    /// [`HttpLimitLayer::honor_retry_after`](crate::http_limit::HttpLimitLayer::honor_retry_after)).
     pub fn hold_until(&self, until: tokio::time::Instant) {
         self.shared.hold_until(until);
     }
@@ -317,7 +317,7 @@ impl Limiter {
     /// handle per share, in the order given, so a request is placed in a
     /// partition by its handle, never by a name that could be misspelt:
     /// through the HTTP layer's
-    /// [`partition_by`](crate::http::HttpLimitLayer::partition_by), or
+    /// [`partition_by`](crate::http_limit::HttpLimitLayer::partition_by), or
     /// [`acquire_in`](Self::acquire_in).
     ///
     /// ```
@@ -361,7 +361,7 @@ impl Limiter {
     }
 
     /// Requests that skipped this limit through a bypass rule (see
-    /// [`HttpLimitLayer::bypass`](crate::http::HttpLimitLayer::bypass)).
+    /// [`HttpLimitLayer::bypass`](crate::http_limit::HttpLimitLayer::bypass)).
     pub fn bypassed(&self) -> u64 {
         self.shared.bypassed()
     }
