@@ -18,10 +18,18 @@ pin_project! {
     /// dropped request leaves the queue at once and a refused one leaves
     /// nothing queued behind it. Without an `Acquire` (a bypassed request) it
     /// just calls.
+    ///
+    /// The permit outlives the inner future on every path: the future is
+    /// the first field, so it is dropped first when the request is
+    /// cancelled, and it is dropped before the permit is handed on when
+    /// it completes.
     pub(crate) struct AdmitCall<S, Req>
     where
         S: Service<Req>,
     {
+        // Declared first: fields drop in order.
+        #[pin]
+        future: Option<S::Future>,
         admit: Option<Acquire>,
         call: Option<(S, Req)>,
         permit: Option<Permit>,
@@ -29,8 +37,6 @@ pin_project! {
         admitted_at: Option<Instant>,
         // When admission first had to wait, to tell the request how long.
         queued_at: Option<Instant>,
-        #[pin]
-        future: Option<S::Future>,
     }
 }
 
@@ -108,8 +114,14 @@ where
             }
             this.future.set(Some(inner.call(request)));
         }
-        let future = this.future.as_pin_mut().expect("called after admission");
+        let future = this
+            .future
+            .as_mut()
+            .as_pin_mut()
+            .expect("called after admission");
         let outcome = ready!(future.poll(cx));
+        // The inner future goes before its permit is handed on.
+        this.future.set(None);
         Poll::Ready(Ok((outcome, this.permit.take(), *this.admitted_at)))
     }
 }

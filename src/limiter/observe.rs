@@ -39,6 +39,8 @@ pub(super) enum Cause {
     SetLimit,
     /// [`Limiter::unpin`](crate::Limiter::unpin).
     Unpin,
+    /// A share of a limit held elsewhere (the fleet) moved.
+    Capacity,
     /// An adaptive limiter's algorithm.
     Algorithm,
 }
@@ -49,6 +51,7 @@ impl Cause {
         match self {
             Cause::SetLimit => "set_limit",
             Cause::Unpin => "unpin",
+            Cause::Capacity => "capacity",
             Cause::Algorithm => "algorithm",
         }
     }
@@ -215,6 +218,9 @@ impl Shared {
     /// A caller took a place in the queue.
     #[inline]
     pub(super) fn on_queued(&self) {
+        if let Some(signal) = self.queue_signal.get() {
+            signal.notify_one();
+        }
         #[cfg(feature = "metrics")]
         self.metrics().queued();
     }

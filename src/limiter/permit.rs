@@ -82,12 +82,6 @@ impl Permit {
         }
     }
 
-    /// Stops counting this permit in its partition, to hand it on.
-    pub(super) fn leave(mut self) -> Self {
-        self.leave_partition();
-        self
-    }
-
     #[inline]
     fn leave_partition(&mut self) {
         if self.partition == NO_PARTITION {
