@@ -16,7 +16,7 @@
 //! - `ours-core`: `tower_concurrency::ConcurrencyLimit`, limit 64,
 //! - `ours-http`: `HttpLimitLayer::new(64)`,
 //! - `ours-partitioned`: 64 split live 0.9 / batch 0.1, by `x-priority`,
-//! - `ours-keyed`: `limit_per_key(8, 100_000, ..)` keyed by the `x-tenant`
+//! - `ours-keyed`: `limit_per_key(KeyLimit::new(8).max_keys(100_000), ..)` keyed by the `x-tenant`
 //!   text (`str::to_owned`, one allocation per request),
 //! - `ours-keyed-u64`: the same keyed by the header parsed as a `u64`.
 //!
@@ -45,7 +45,7 @@ use futures::task::noop_waker_ref;
 use http::{HeaderValue, Request, Response};
 use http_body_util::Empty;
 use tower::{Layer, Service};
-use tower_concurrency::http::{HttpLimitLayer, RequestHead};
+use tower_concurrency::http_limit::{HttpLimitLayer, KeyLimit, RequestHead};
 use tower_concurrency::Limiter;
 
 // ---------------------------------------------------------------------------
@@ -189,11 +189,10 @@ fn tenant_u64(head: &RequestHead<'_>) -> Option<u64> {
 }
 
 fn partitioned(limit: usize) -> HttpLimitLayer {
-    let limiter = Limiter::new(limit)
+    let (limiter, [live, batch]) = Limiter::new(limit)
         .partitioned([("live", 0.9), ("batch", 0.1)])
         .expect("valid shares");
-    let (live, batch) = (limiter.partition("live"), limiter.partition("batch"));
-    assert!(live.is_some() && batch.is_some());
+    let (live, batch) = (Some(live), Some(batch));
     HttpLimitLayer::from_limiter(limiter).partition_by(move |head| {
         match head.header("x-priority") {
             Some("batch") => batch,
@@ -203,11 +202,11 @@ fn partitioned(limit: usize) -> HttpLimitLayer {
 }
 
 fn keyed_text(limit: usize) -> HttpLimitLayer {
-    HttpLimitLayer::new(limit).limit_per_key(PER_KEY, MAX_KEYS, tenant_text)
+    HttpLimitLayer::new(limit).limit_per_key(KeyLimit::new(PER_KEY).max_keys(MAX_KEYS), tenant_text)
 }
 
 fn keyed_u64(limit: usize) -> HttpLimitLayer {
-    HttpLimitLayer::new(limit).limit_per_key(PER_KEY, MAX_KEYS, tenant_u64)
+    HttpLimitLayer::new(limit).limit_per_key(KeyLimit::new(PER_KEY).max_keys(MAX_KEYS), tenant_u64)
 }
 
 // ---------------------------------------------------------------------------
@@ -343,7 +342,7 @@ fn memory_report() {
     println!(
         "in the caller's memory besides: size_of Response<ResponseBody<Empty>> = {} B \
          (Response<Empty> = {} B)",
-        std::mem::size_of::<Response<tower_concurrency::http::ResponseBody<Body>>>(),
+        std::mem::size_of::<Response<tower_concurrency::http_limit::ResponseBody<Body>>>(),
         std::mem::size_of::<Response<Body>>()
     );
     println!();
@@ -492,7 +491,48 @@ fn ratio_table(since: SystemTime) {
     println!("(read from {})", criterion_home().join(GROUP).display());
 }
 
+/// With `RULES_CALLS=n RULES_VARIANT=<variant>`, sends `n` requests through
+/// that one variant, the same way as the timed group, and exits: for
+/// counting instructions with `perf stat -e instructions:u`, which a busy
+/// machine does not disturb as it does wall time (subtract a run with
+/// `n = 0`, divide by `n`).
+fn count_only() -> bool {
+    let (Ok(calls), Ok(variant)) = (std::env::var("RULES_CALLS"), std::env::var("RULES_VARIANT"))
+    else {
+        return false;
+    };
+    let calls: usize = calls.parse().expect("RULES_CALLS is a number");
+    fn send<S, B>(mut svc: S, calls: usize)
+    where
+        S: Service<Request<()>, Response = Response<B>, Error = Infallible>,
+    {
+        let tenants: Vec<HeaderValue> = (0..TENANTS as u64).map(HeaderValue::from).collect();
+        let mut cx = noop_cx();
+        for i in 0..calls {
+            let req = request(i, tenants[i % TENANTS].clone());
+            drop(black_box(respond(&mut svc, &mut cx, req)));
+        }
+    }
+    match variant.as_str() {
+        "bare" => send(inner(), calls),
+        "tower" => send(tower::limit::ConcurrencyLimit::new(inner(), LIMIT), calls),
+        "ours-core" => send(
+            tower_concurrency::ConcurrencyLimit::new(inner(), LIMIT),
+            calls,
+        ),
+        "ours-http" => send(HttpLimitLayer::new(LIMIT).layer(inner()), calls),
+        "ours-partitioned" => send(partitioned(LIMIT).layer(inner()), calls),
+        "ours-keyed" => send(keyed_text(LIMIT).layer(inner()), calls),
+        "ours-keyed-u64" => send(keyed_u64(LIMIT).layer(inner()), calls),
+        other => panic!("no variant {other:?}; one of {VARIANTS:?}"),
+    }
+    true
+}
+
 fn main() {
+    if count_only() {
+        return;
+    }
     let since = SystemTime::now();
     memory_report();
     let mut c = Criterion::default()

@@ -4,7 +4,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::Seq
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use crossbeam_utils::CachePadded;
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
 use super::control::Control;
@@ -49,6 +50,9 @@ pub(super) struct Shared {
     hold: Hold,
     /// Its name, and what it reports to (see `observe.rs`).
     pub(super) observer: Observer,
+    /// Notified each time a caller starts waiting, once someone asked for
+    /// it (see [`Limiter::queue_signal`](super::Limiter::queue_signal)).
+    pub(super) queue_signal: OnceLock<Arc<Notify>>,
 }
 
 impl Shared {
@@ -63,11 +67,11 @@ impl Shared {
 
     fn with_control(limit: usize, control: Option<Control>) -> Self {
         Self {
-            semaphore: CachePadded(Semaphore::new(limit)),
-            spare: CachePadded(AtomicUsize::new(0)),
+            semaphore: CachePadded::new(Semaphore::new(limit)),
+            spare: CachePadded::new(AtomicUsize::new(0)),
             limit: AtomicUsize::new(limit),
             debt: AtomicUsize::new(0),
-            waiting: CachePadded(AtomicUsize::new(0)),
+            waiting: CachePadded::new(AtomicUsize::new(0)),
             resize: Mutex::new(()),
             dispatch: Mutex::default(),
             partitions: OnceLock::new(),
@@ -76,6 +80,16 @@ impl Shared {
             control,
             hold: Hold::default(),
             observer: Observer::default(),
+            queue_signal: OnceLock::new(),
+        }
+    }
+
+    /// Notes that a request of `partition` was refused for want of a
+    /// permit, so that free permits are kept for it while it is below its
+    /// share.
+    pub(super) fn claim(&self, partition: Option<Partition>) {
+        if let (Some(partitions), Some(partition)) = (self.partitions.get(), partition) {
+            partitions.claim(partition, self.limit());
         }
     }
 
@@ -102,7 +116,7 @@ impl Shared {
     /// A permit for a slot just taken; an adaptive limiter's permit notes
     /// when it was admitted and how many were in flight.
     #[inline]
-    fn permit(self: &Arc<Self>) -> Permit {
+    pub(super) fn permit(self: &Arc<Self>) -> Permit {
         Arc::clone(self).into_permit()
     }
 
@@ -188,11 +202,20 @@ impl Shared {
         }
     }
 
-    /// Takes a permit if one is free now.
+    /// Takes a permit if one is free now for a request of `partition`
+    /// (`None`: of no partition): on a partitioned limiter, free permits
+    /// kept for partitions below their share that asked for them are not
+    /// free to the others (see `Partitions::reserved_from`).
     #[inline]
-    pub(super) fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
+    pub(super) fn try_acquire(self: &Arc<Self>, partition: Option<Partition>) -> Option<Permit> {
         if self.held_until().is_some() {
             return None;
+        }
+        if let Some(partitions) = self.partitions.get() {
+            let reserved = partitions.reserved_from(partition, self.limit());
+            if reserved != 0 && self.available() <= reserved {
+                return None;
+            }
         }
         loop {
             if !self.take_spare() {
@@ -207,9 +230,22 @@ impl Shared {
     }
 
     /// Takes a place in the queue if fewer than `max` wait (no bound if
-    /// `None`); the place is counted in `waiting` until the guard drops.
-    pub(super) fn enter_queue(self: &Arc<Self>, max: Option<usize>) -> Option<QueuePlace> {
-        let max = max.unwrap_or(usize::MAX);
+    /// `None`); the place is counted in `waiting` until the guard drops. A
+    /// request of a partition below its share may queue past a full queue
+    /// by its unmet guarantee, so that others filling the queue cannot shut
+    /// it out; `Some(0)` (refuse at once) stays 0.
+    pub(super) fn enter_queue(
+        self: &Arc<Self>,
+        max: Option<usize>,
+        partition: Option<Partition>,
+    ) -> Option<QueuePlace> {
+        let allowance = match (max, self.partitions.get()) {
+            (Some(max), Some(partitions)) if max > 0 => {
+                partitions.queue_allowance(partition, self.limit())
+            }
+            _ => 0,
+        };
+        let max = max.map_or(usize::MAX, |max| max.saturating_add(allowance));
         self.waiting
             .fetch_update(SeqCst, SeqCst, |w| (w < max).then_some(w + 1))
             .ok()?;
@@ -239,6 +275,11 @@ impl Shared {
         }
     }
 
+    /// Waits for a slot in the semaphore's queue, for the dispatcher.
+    pub(super) async fn pump(self: Arc<Self>) {
+        self.queued_slot().await;
+    }
+
     /// Waits for a permit in the semaphore's queue; callers that count
     /// themselves hold a [`QueuePlace`].
     pub(super) async fn acquire_queued(self: Arc<Self>) -> Permit {
@@ -251,7 +292,7 @@ impl Shared {
     /// partition, which only gets spare capacity.
     pub(super) async fn wait(self: Arc<Self>) -> Permit {
         let since = Stopwatch::start();
-        let waiting = (Counted::enter(&self.waiting.0), self.watch_queue());
+        let waiting = (Counted::enter(&self.waiting), self.watch_queue());
         if self.partitions.get().is_some() {
             let class = Class {
                 lifo: false,
@@ -330,7 +371,7 @@ impl Shared {
 
     /// Retires one slot against the debt, if anything is owed.
     #[inline]
-    fn pay_debt(&self) -> bool {
+    pub(super) fn pay_debt(&self) -> bool {
         self.debt.load(SeqCst) != 0
             && self
                 .debt
@@ -362,18 +403,6 @@ impl Shared {
     }
 }
 
-/// Keeps its value on a cache line of its own.
-#[repr(align(64))]
-struct CachePadded<T>(T);
-
-impl<T> std::ops::Deref for CachePadded<T> {
-    type Target = T;
-
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
-
 /// One caller counted in `waiting` while it lives.
 struct Counted<'a>(&'a AtomicUsize);
 
@@ -397,5 +426,23 @@ impl Drop for QueuePlace {
     fn drop(&mut self) {
         self.0.waiting.fetch_sub(1, SeqCst);
         self.0.on_unqueued();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Adjacent-line prefetch on x86_64 and aarch64 pulls cache lines in
+    /// pairs: the contended fields sit 128 bytes apart there.
+    #[test]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    fn contended_fields_are_128_bytes_apart() {
+        assert_eq!(std::mem::align_of::<CachePadded<AtomicUsize>>(), 128);
+        let shared = Shared::new(1);
+        let at = |p: *const u8| p as usize;
+        let spare = at((&*shared.spare as *const AtomicUsize).cast());
+        let waiting = at((&*shared.waiting as *const AtomicUsize).cast());
+        assert!(spare.abs_diff(waiting) >= 128);
     }
 }

@@ -13,13 +13,13 @@ use super::{Limiter, Order, Partition, Permit, Policy, Reason, Rejected};
 type Waiting = Pin<Box<dyn Future<Output = Result<Permit, Rejected>> + Send>>;
 
 /// A request's way to a permit under a [`Policy`]: see
-/// [`Limiter::admit`](crate::Limiter::admit).
+/// [`Limiter::acquire`](crate::Limiter::acquire).
 ///
 /// It resolves at once when a permit is free or the policy refuses; only
 /// a request that has to queue allocates. Dropping it while queued leaves
 /// the queue at once and takes no permit.
 #[must_use = "futures do nothing unless polled"]
-pub struct Admit {
+pub struct Acquire {
     state: State,
 }
 
@@ -28,20 +28,23 @@ enum State {
     Waiting(Waiting),
 }
 
-impl Admit {
+impl Acquire {
     pub(super) fn new(shared: &Arc<Shared>, policy: &Policy, partition: Option<Partition>) -> Self {
-        if let Some(mut permit) = shared.try_acquire() {
+        if let Some(mut permit) = shared.try_acquire(partition) {
             if let Some(partition) = partition {
                 permit.join(partition);
             }
             return Self::decided(Ok(permit));
         }
-        let Some(place) = shared.enter_queue(policy.max_waiting()) else {
+        let Some(place) = shared.enter_queue(policy.max_waiting(), partition) else {
             let reason = match policy.max_waiting() {
                 Some(0) if shared.held_until().is_some() => Reason::Held,
                 Some(0) => Reason::Full,
                 _ => Reason::QueueFull,
             };
+            if reason != Reason::Held {
+                shared.claim(partition);
+            }
             let rejected = Rejected::new(reason, shared.limit(), Default::default());
             shared.on_rejected(&rejected);
             return Self::decided(Err(rejected));
@@ -72,9 +75,10 @@ impl Admit {
             };
             let outcome = match timeout {
                 None => Ok(permit.await),
-                Some(timeout) => tokio::time::timeout(timeout, permit)
-                    .await
-                    .map_err(|_| Rejected::new(Reason::TimedOut, shared.limit(), since.elapsed())),
+                Some(timeout) => tokio::time::timeout(timeout, permit).await.map_err(|_| {
+                    shared.claim(partition);
+                    Rejected::new(Reason::TimedOut, shared.limit(), since.elapsed())
+                }),
             };
             shared.on_waited(Stopwatch::at(since), &outcome);
             outcome
@@ -98,25 +102,25 @@ impl Admit {
     }
 }
 
-impl Future for Admit {
+impl Future for Acquire {
     type Output = Result<Permit, Rejected>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.state {
             State::Decided(outcome) => {
-                Poll::Ready(outcome.take().expect("Admit polled after completion"))
+                Poll::Ready(outcome.take().expect("Acquire polled after completion"))
             }
             State::Waiting(waiting) => waiting.as_mut().poll(cx),
         }
     }
 }
 
-impl std::fmt::Debug for Admit {
+impl std::fmt::Debug for Acquire {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match &self.state {
             State::Decided(_) => "decided",
             State::Waiting(_) => "waiting",
         };
-        f.debug_struct("Admit").field("state", &state).finish()
+        f.debug_struct("Acquire").field("state", &state).finish()
     }
 }
