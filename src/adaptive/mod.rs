@@ -14,9 +14,13 @@
 //! | [`Gradient2`] | delay | compares the rtt with the no-load baseline; shrinks by that gradient, grows by a small queue allowance |
 //! | [`Windowed`] | any | feeds one of the above one averaged (or percentile) success per window; overloads pass through at once |
 //!
-//! Recommended: `Windowed<Vegas>` or `Windowed<Gradient2>`, which meet every
-//! target of the simulation harness (see the crate README) in every
-//! scenario. The formulas start from Netflix's concurrency-limits; where
+//! Recommended: `Windowed<Gradient2>` (what
+//! [`Limiter::adaptive_default`](crate::Limiter::adaptive_default) builds) or
+//! `Windowed<Vegas>`, which meet every target of the simulation harness's
+//! original scenarios (see the crate README; issue 11's scenarios — large
+//! backends far above the initial limit, a small slow-only one below it, a
+//! stall, capacity coming back — are not met yet). The formulas start from
+//! Netflix's concurrency-limits; where
 //! they differ, each type's docs say how and why.
 //!
 //! Each algorithm's formula, parameters and defaults are on its type.
