@@ -356,6 +356,22 @@ impl Limiter {
         self.shared.mean_hold()
     }
 
+    /// Sets the capacity a fleet's lease task holds, 0 included (no new
+    /// admission), by the same rules as [`set_limit`](Self::set_limit):
+    /// nothing in use is revoked. Returns the old capacity.
+    #[cfg(feature = "redis")]
+    pub(crate) fn set_capacity(&self, capacity: usize) -> usize {
+        self.shared
+            .set_limit(capacity.min(InvalidLimit::MAX), Cause::Lease)
+    }
+
+    /// Resolves once a caller queued or was refused since the last call
+    /// (a stored signal): a fleet's lease task waits on it to lease more.
+    #[cfg(feature = "redis")]
+    pub(crate) async fn demand(&self) {
+        self.shared.demand.notified().await;
+    }
+
     /// Whether two handles are on the same limit.
     pub fn same_limit(&self, other: &Limiter) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)

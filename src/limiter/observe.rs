@@ -43,6 +43,9 @@ pub(super) enum Cause {
     Unpin,
     /// An adaptive limiter's algorithm.
     Algorithm,
+    /// A fleet's lease task: the capacity leased from the fleet-wide limit.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Lease,
 }
 
 impl Cause {
@@ -53,6 +56,7 @@ impl Cause {
             Cause::Pin => "pin",
             Cause::Unpin => "unpin",
             Cause::Algorithm => "algorithm",
+            Cause::Lease => "lease",
         }
     }
 }
@@ -174,6 +178,7 @@ impl Shared {
     #[inline]
     pub(super) fn on_rejected(&self, rejected: &Rejected) {
         let _ = rejected;
+        self.demand.notify_one();
         #[cfg(feature = "metrics")]
         self.metrics().rejected(rejected.reason());
         #[cfg(feature = "tracing")]
@@ -226,6 +231,7 @@ impl Shared {
     /// A caller took a place in the queue.
     #[inline]
     pub(super) fn on_queued(&self) {
+        self.demand.notify_one();
         #[cfg(feature = "metrics")]
         self.metrics().queued();
     }

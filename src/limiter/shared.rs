@@ -47,6 +47,9 @@ pub(super) struct Shared {
     /// The algorithm of an adaptive limiter; `None` for a fixed one.
     control: Option<Control>,
     hold: Hold,
+    /// Signalled when a caller queues or is refused: a fleet's lease task
+    /// waits on it to lease more (see `crate::fleet`); nobody else does.
+    pub(super) demand: tokio::sync::Notify,
     /// Its name, and what it reports to (see `observe.rs`).
     pub(super) observer: Observer,
 }
@@ -75,6 +78,7 @@ impl Shared {
             mean_hold_nanos: AtomicU64::new(0),
             control,
             hold: Hold::default(),
+            demand: tokio::sync::Notify::new(),
             observer: Observer::default(),
         }
     }

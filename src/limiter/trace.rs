@@ -62,8 +62,8 @@ pub(super) fn bypassed(shared: &Shared) {
 /// limit changed.
 pub(super) fn limit_set(shared: &Shared, old: usize, new: usize, cause: Cause) {
     match cause {
-        Cause::Algorithm if old == new => {}
-        Cause::Algorithm => tracing::debug!(
+        Cause::Algorithm | Cause::Lease if old == new => {}
+        Cause::Algorithm | Cause::Lease => tracing::debug!(
             target: "tower_concurrency",
             limiter = shared.name(),
             old,
