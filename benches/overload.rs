@@ -90,7 +90,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tower::limit::ConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower::{BoxError, ServiceBuilder};
-use tower_concurrency::http::HttpLimitLayer;
+use tower_concurrency::http_limit::HttpLimitLayer;
 use tower_concurrency::Policy;
 
 /// The backend's slots, and the limit every limiting variant puts in front.

@@ -16,7 +16,7 @@
 //! - `ours-core`: `tower_concurrency::ConcurrencyLimit`, limit 64,
 //! - `ours-http`: `HttpLimitLayer::new(64)`,
 //! - `ours-partitioned`: 64 split live 0.9 / batch 0.1, by `x-priority`,
-//! - `ours-keyed`: `limit_per_key(8, 100_000, ..)` keyed by the `x-tenant`
+//! - `ours-keyed`: `limit_per_key(KeyLimit::new(8).max_keys(100_000), ..)` keyed by the `x-tenant`
 //!   text (`str::to_owned`, one allocation per request),
 //! - `ours-keyed-u64`: the same keyed by the header parsed as a `u64`.
 //!
@@ -45,7 +45,7 @@ use futures::task::noop_waker_ref;
 use http::{HeaderValue, Request, Response};
 use http_body_util::Empty;
 use tower::{Layer, Service};
-use tower_concurrency::http::{HttpLimitLayer, RequestHead};
+use tower_concurrency::http_limit::{HttpLimitLayer, KeyLimit, RequestHead};
 use tower_concurrency::Limiter;
 
 // ---------------------------------------------------------------------------
@@ -189,11 +189,10 @@ fn tenant_u64(head: &RequestHead<'_>) -> Option<u64> {
 }
 
 fn partitioned(limit: usize) -> HttpLimitLayer {
-    let limiter = Limiter::new(limit)
+    let (limiter, [live, batch]) = Limiter::new(limit)
         .partitioned([("live", 0.9), ("batch", 0.1)])
         .expect("valid shares");
-    let (live, batch) = (limiter.partition("live"), limiter.partition("batch"));
-    assert!(live.is_some() && batch.is_some());
+    let (live, batch) = (Some(live), Some(batch));
     HttpLimitLayer::from_limiter(limiter).partition_by(move |head| {
         match head.header("x-priority") {
             Some("batch") => batch,
@@ -203,11 +202,11 @@ fn partitioned(limit: usize) -> HttpLimitLayer {
 }
 
 fn keyed_text(limit: usize) -> HttpLimitLayer {
-    HttpLimitLayer::new(limit).limit_per_key(PER_KEY, MAX_KEYS, tenant_text)
+    HttpLimitLayer::new(limit).limit_per_key(KeyLimit::new(PER_KEY).max_keys(MAX_KEYS), tenant_text)
 }
 
 fn keyed_u64(limit: usize) -> HttpLimitLayer {
-    HttpLimitLayer::new(limit).limit_per_key(PER_KEY, MAX_KEYS, tenant_u64)
+    HttpLimitLayer::new(limit).limit_per_key(KeyLimit::new(PER_KEY).max_keys(MAX_KEYS), tenant_u64)
 }
 
 // ---------------------------------------------------------------------------
@@ -343,7 +342,7 @@ fn memory_report() {
     println!(
         "in the caller's memory besides: size_of Response<ResponseBody<Empty>> = {} B \
          (Response<Empty> = {} B)",
-        std::mem::size_of::<Response<tower_concurrency::http::ResponseBody<Body>>>(),
+        std::mem::size_of::<Response<tower_concurrency::http_limit::ResponseBody<Body>>>(),
         std::mem::size_of::<Response<Body>>()
     );
     println!();

@@ -41,7 +41,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tower_concurrency::http::{HttpLimitLayer, Rejection, RetryAfter};
+use tower_concurrency::http_limit::{HttpLimitLayer, Rejection, RetryAfter};
 use tower_concurrency::{Limiter, Policy};
 
 const LIMIT: usize = 2;

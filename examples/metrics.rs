@@ -38,7 +38,7 @@ use futures::StreamExt;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tower_concurrency::http::HttpLimitLayer;
+use tower_concurrency::http_limit::{HttpLimitLayer, KeyLimit};
 use tower_concurrency::{Limiter, Policy};
 
 const LIMIT: usize = 8;
@@ -106,19 +106,18 @@ async fn main() {
         .install_recorder()
         .expect("the only recorder of this process");
 
-    let limiter = Limiter::new(LIMIT)
+    let (limiter, [live, batch]) = Limiter::new(LIMIT)
         .named("api")
         .partitioned([("live", 0.8), ("batch", 0.2)])
         .expect("shares add up to 1");
-    let (live, batch) = (limiter.partition("live"), limiter.partition("batch"));
     let limit = HttpLimitLayer::from_limiter(limiter.clone())
         .policy(Policy::fifo(16).timeout(QUEUE_TIMEOUT))
         .bypass(|head| head.uri.path() == "/health")
         .partition_by(move |head| match head.header("x-priority") {
-            Some("batch") => batch,
-            _ => live,
+            Some("batch") => Some(batch),
+            _ => Some(live),
         })
-        .limit_per_key(PER_CLIENT, 10_000, |head| {
+        .limit_per_key(KeyLimit::new(PER_CLIENT).max_keys(10_000), |head| {
             head.extensions
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|info| info.0.ip())

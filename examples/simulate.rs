@@ -3,9 +3,9 @@
 //! SVG chart per scenario.
 //!
 //! ```text
-//! cargo run --release --example simulate --features sim -- [SCENARIO|all] [--out DIR] [--seed N | --seeds A-B]
-//! cargo run --release --example simulate --features sim -- knee --out /tmp/sim
-//! cargo run --release --example simulate --features sim -- all --seeds 1-30
+//! cargo run --release --example simulate -- [SCENARIO|all] [--out DIR] [--seed N | --seeds A-B]
+//! cargo run --release --example simulate -- knee --out /tmp/sim
+//! cargo run --release --example simulate -- all --seeds 1-30
 //! ```
 //!
 //! SCENARIO is one of `knee`, `capacity-step`, `flash-crowd`,
@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use plotters::prelude::*;
-use tower_concurrency::sim::{self, Algorithm, Report, Scenario, Settling, FIXED_LIMITS};
+use tower_concurrency_sim::{self as sim, Algorithm, Report, Scenario, Settling, FIXED_LIMITS};
 
 struct Args {
     scenarios: Vec<Scenario>,

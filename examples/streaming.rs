@@ -39,7 +39,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tower_concurrency::http::HttpLimitLayer;
+use tower_concurrency::http_limit::HttpLimitLayer;
 use tower_concurrency::{ConcurrencyLimitLayer, Limiter, Policy};
 
 const LIMIT: usize = 2;

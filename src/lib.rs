@@ -17,8 +17,31 @@
 //!   the limit at run time or to take permits without tower.
 //! - [`observe`]: `tracing` events, metrics and `tower::load::Load`, behind
 //!   the optional features `tracing`, `metrics` and `load`.
+//!
+//! # Naming
+//!
+//! One rule names the whole API, so that the name of a thing says what kind
+//! of thing it is:
+//!
+//! - **Modules** are named after their middleware, as in tower-http
+//!   (`concurrency_limit`, `policy_limit`, ...). Each holds `XLayer`, which
+//!   holds only configuration; `X`, the service; its `ResponseFuture`; and,
+//!   where the permit outlives the response head, its `ResponseBody`.
+//! - **Constructors**: `new(n)` panics on an invalid value with a message
+//!   naming it, `try_new(n)` returns the error instead, and
+//!   `from_limiter(limiter)` shares a limit that already exists.
+//! - **Builder methods** are the bare noun of what they set (`.policy(p)`,
+//!   `.rejection(r)`), take `self` and return the builder (or the next
+//!   builder), and are `#[must_use]`: a builder call whose result is dropped
+//!   is a warning, not a silent no-op. No `with_`, no `set_` on builders.
+//! - **Getters** are the bare noun (`limit()`, `in_flight()`, `limiter()`);
+//!   yes-or-no questions are `is_...`. Services also have tower's
+//!   `get_ref`, `get_mut` and `into_inner`.
+//! - **Live handles** such as [`Limiter`] change state with `set_...`
+//!   (`set_limit`), and `try_set_...` where the value can be invalid.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs, unreachable_pub)]
 
 pub mod adaptive;
@@ -27,19 +50,22 @@ pub mod concurrency_limit;
 #[cfg(feature = "redis")]
 pub mod fleet;
 #[cfg(feature = "http")]
-pub mod http;
+pub mod http_limit;
 pub mod limiter;
 pub mod observe;
 pub mod policy_limit;
-#[cfg(feature = "sim")]
-pub mod sim;
 
 pub use crate::concurrency_limit::{ConcurrencyLimit, ConcurrencyLimitLayer, ResponseFuture};
 pub use crate::limiter::{
-    Admit, InvalidLimit, InvalidShares, Limiter, Order, Partition, PartitionStats, Permit, Policy,
-    Reason, Rejected,
+    Acquire, InvalidLimit, InvalidShares, Limiter, Order, Partition, PartitionStats, Permit,
+    Policy, Reason, Rejected,
 };
 pub use crate::policy_limit::{PolicyLimit, PolicyLimitLayer};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 /// A boxed, thread-safe error: the same type as `tower::BoxError`.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full};
 use tokio::time::{sleep, Instant};
 use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
 use tower_concurrency::adaptive::{LimitAlgorithm, Outcome, Sample};
-use tower_concurrency::http::HttpLimitLayer;
+use tower_concurrency::http_limit::HttpLimitLayer;
 use tower_concurrency::{ConcurrencyLimitLayer, Limiter, Policy, Reason, Rejected};
 
 /// An algorithm that remembers every sample and answers a scripted limit.
@@ -127,7 +127,7 @@ async fn policy_limit_records_samples_but_not_its_refusals() {
     let script = Script::new(1);
     let limiter = Limiter::adaptive(script.clone());
     let svc = ServiceBuilder::new()
-        .layer(ConcurrencyLimitLayer::from_limiter(limiter.clone()).with_policy(Policy::reject()))
+        .layer(ConcurrencyLimitLayer::from_limiter(limiter.clone()).policy(Policy::reject()))
         .service(service_fn(|()| async {
             sleep(Duration::from_millis(20)).await;
             Ok::<_, BoxError>(())
@@ -212,7 +212,7 @@ async fn pin_and_unpin() {
     let svc = ServiceBuilder::new()
         .layer(ConcurrencyLimitLayer::from_limiter(limiter.clone()))
         .service(service_fn(|()| async { Ok::<_, Infallible>(()) }));
-    assert_eq!(limiter.pin(10), 3);
+    assert_eq!(limiter.set_limit(10), 3);
     assert!(limiter.is_pinned());
     script.answer(6);
     svc.clone().oneshot(()).await.unwrap();

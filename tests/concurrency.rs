@@ -20,7 +20,7 @@ use tokio_test::task::{spawn, Spawn};
 use tokio_test::{assert_pending, assert_ready, assert_ready_err, assert_ready_ok};
 use tower::{Layer, Service};
 use tower_concurrency::{
-    ConcurrencyLimit, ConcurrencyLimitLayer, InvalidLimit, Limiter, Permit, ResponseFuture,
+    ConcurrencyLimit, ConcurrencyLimitLayer, InvalidLimit, Limiter, Permit, Policy, ResponseFuture,
 };
 
 // ---------------------------------------------------------------------------
@@ -964,7 +964,7 @@ fn limiter_permits_and_services_share_one_line() {
     assert!(limiter.try_acquire().is_none());
 
     assert_pending!(poll_ready(&mut svc));
-    let mut acquire = spawn(limiter.acquire());
+    let mut acquire = spawn(limiter.acquire(&Policy::wait()));
     assert_pending!(acquire.poll());
     assert_eq!(limiter.waiting(), 2);
 

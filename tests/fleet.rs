@@ -11,6 +11,7 @@ use fleet_support::redis::{redis_or_skip, RedisServer};
 use fleet_support::upstream;
 use fleet_support::worker::{self, field, Worker};
 use tower_concurrency::fleet::Fleet;
+use tower_concurrency::Policy;
 
 /// The entry point of worker processes; a no-op in a normal test run.
 #[test]
@@ -132,7 +133,7 @@ async fn a_killed_process_permits_come_back_within_one_ttl() {
     let taker = tokio::spawn(async move {
         let mut permits = Vec::new();
         for _ in 0..4 {
-            permits.push(limiter.acquire().await);
+            permits.push(limiter.acquire(&Policy::wait()).await.expect("waits"));
         }
         permits
     });
@@ -189,7 +190,12 @@ async fn a_stopped_process_over_admits_at_most_what_it_held_then_recovers() {
     let limiter = fleet.limiter();
     let mut permits = Vec::new();
     for _ in 0..4 {
-        permits.push(tokio::time::timeout(LONG, limiter.acquire()).await.unwrap());
+        permits.push(
+            tokio::time::timeout(LONG, limiter.acquire(&Policy::wait()))
+                .await
+                .unwrap()
+                .expect("waits"),
+        );
     }
     // In use fleet-wide now: 4 here + 2 in the frozen process = the bound
     // (limit + what the frozen process held).

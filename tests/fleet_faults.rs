@@ -38,7 +38,7 @@ async fn take_all(fleet: &Fleet, max: usize, wait: Duration) -> Vec<Permit> {
     let mut permits = Vec::new();
     let policy = Policy::fifo(100).timeout(wait);
     for _ in 0..max {
-        match limiter.admit(&policy).await {
+        match limiter.acquire(&policy).await {
             Ok(p) => permits.push(p),
             Err(_) => break,
         }
@@ -125,7 +125,7 @@ async fn fail_closed_admits_nothing_while_redis_is_cut() {
     proxy.set(Fault::BlackHole);
     eventually("the fallback mode", || a.stats().status == Status::Degraded).await;
     assert_eq!(a.limiter().limit(), 0);
-    let refused = a.limiter().admit(&Policy::reject()).await;
+    let refused = a.limiter().acquire(&Policy::reject()).await;
     assert!(refused.is_err(), "fail-closed refuses");
     // Requests in flight are never failed: the two permits are still held.
     assert_eq!(a.limiter().in_flight(), 2);

@@ -475,3 +475,132 @@ async fn whole_router_behind_limit_served_by_hyper_keeps_one_limit() {
     assert_eq!(gauge.entered(), REQUESTS);
     assert_eq!(limiter.in_flight(), 0);
 }
+
+// ---------------------------------------------------------------------------
+// The admission record and the classifier of `ConcurrencyLimitLayer::http`
+// ---------------------------------------------------------------------------
+
+/// An algorithm that keeps its limit and records whether each sample was
+/// overload.
+#[derive(Clone, Default)]
+struct Samples(Arc<std::sync::Mutex<Vec<bool>>>);
+
+impl tower_concurrency::adaptive::LimitAlgorithm for Samples {
+    fn initial_limit(&self) -> usize {
+        4
+    }
+
+    fn update(&mut self, sample: &tower_concurrency::adaptive::Sample) -> usize {
+        self.0.lock().unwrap().push(sample.overload);
+        4
+    }
+}
+
+impl Samples {
+    fn taken(&self) -> Vec<bool> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+/// `ConcurrencyLimitLayer::classifier(c).http()` keeps `c` (it used to be
+/// dropped for the HTTP classifier: this test failed before), and without
+/// a classifier of its own `.http()` classifies by status.
+#[tokio::test]
+async fn core_layer_to_http_keeps_a_custom_classifier() {
+    use http::Response;
+    use http_body_util::Full;
+    use std::convert::Infallible;
+    use tower::{service_fn, Layer};
+    use tower_concurrency::adaptive::Outcome;
+    use tower_concurrency::Limiter;
+
+    let answer = |status: u16| {
+        service_fn(move |_: Request<()>| async move {
+            let mut response = Response::new(Full::new(Bytes::from_static(b"x")));
+            *response.status_mut() = StatusCode::from_u16(status).unwrap();
+            Ok::<_, Infallible>(response)
+        })
+    };
+    async fn call<S, B>(svc: S)
+    where
+        S: tower::Service<Request<()>, Response = Response<B>, Error = Infallible>,
+        B: http_body::Body,
+        B::Error: std::fmt::Debug,
+    {
+        let response = svc.oneshot(Request::new(())).await.unwrap();
+        response.into_body().collect().await.unwrap();
+    }
+
+    let samples = Samples::default();
+    let limiter = Limiter::adaptive(samples.clone());
+    let everything_is_overload = |_: &Result<Response<Full<Bytes>>, Infallible>| Outcome::Overload;
+    let custom = ConcurrencyLimitLayer::from_limiter(limiter.clone())
+        .classifier(everything_is_overload)
+        .http();
+    call(custom.layer(answer(200))).await;
+    assert_eq!(samples.taken(), [true], "the custom classifier decided");
+
+    let by_status = ConcurrencyLimitLayer::from_limiter(limiter).http();
+    call(by_status.layer(answer(200))).await;
+    call(by_status.layer(answer(503))).await;
+    assert_eq!(samples.taken(), [false, true], "classified by status");
+}
+
+/// A handler reads how its request was admitted from an `Admission` in
+/// its extensions: at once with 1 of 2 in flight, or after waiting 50 ms
+/// (paused time) behind a held permit with 2 in flight.
+#[tokio::test(start_paused = true)]
+async fn handlers_read_the_admission_record_through_axum() {
+    use axum::Extension;
+    use std::time::Duration;
+    use tower_concurrency::http_limit::{Admission, HttpLimitLayer};
+
+    let layer = HttpLimitLayer::new(2);
+    let limiter = layer.limiter().clone();
+    let app: Router = Router::new()
+        .route(
+            "/",
+            get(|Extension(admission): Extension<Admission>| async move {
+                format!(
+                    "{} {} {} {}",
+                    admission.waited.as_millis(),
+                    admission.in_flight,
+                    admission.limit,
+                    admission.partition.is_some()
+                )
+            }),
+        )
+        .route(
+            "/health",
+            get(|admission: Option<Extension<Admission>>| async move {
+                format!("{}", admission.is_some())
+            }),
+        )
+        .layer(layer.bypass(|head| head.uri.path() == "/health"));
+    let text = |app: Router, path: &'static str| async move {
+        let request = Request::get(path).body(axum::body::Body::empty()).unwrap();
+        let body = app.oneshot(request).await.unwrap().into_body();
+        String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    };
+
+    assert_eq!(text(app.clone(), "/").await, "0 1 2 false");
+    assert_eq!(
+        text(app.clone(), "/health").await,
+        "false",
+        "bypassed: no record"
+    );
+
+    let held = [
+        limiter.try_acquire().unwrap(),
+        limiter.try_acquire().unwrap(),
+    ];
+    let waiting = tokio::spawn(text(app.clone(), "/"));
+    // Paused time stands still while the request gets into the queue.
+    while limiter.waiting() == 0 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let [first, _second] = held;
+    drop(first);
+    assert_eq!(waiting.await.unwrap(), "50 2 2 false");
+}

@@ -33,7 +33,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tower::{service_fn, Layer, ServiceBuilder, ServiceExt};
-use tower_concurrency::http::{HttpLimitLayer, Release, ResponseBody};
+use tower_concurrency::http_limit::{HttpLimitLayer, Release, ResponseBody};
 use tower_concurrency::{ConcurrencyLimitLayer, Limiter};
 
 /// The sending side of one streaming response body: its handler was

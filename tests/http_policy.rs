@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_test::{assert_pending, task};
 use tower::{service_fn, Layer, Service, ServiceExt};
-use tower_concurrency::http::{HttpLimit, HttpLimitLayer, Rejection, RetryAfter};
+use tower_concurrency::http_limit::{HttpLimit, HttpLimitLayer, Rejection, RetryAfter};
 use tower_concurrency::{Limiter, Permit, Policy, Reason, Rejected};
 
 const GUARD: Duration = Duration::from_secs(60);
@@ -158,7 +158,7 @@ async fn too_many_requests_answers_429() {
 /// Any status, a custom body and a custom content type are sent as set.
 #[tokio::test]
 async fn custom_status_body_and_content_type_are_sent() {
-    let rejection = Rejection::with_status(StatusCode::BAD_GATEWAY)
+    let rejection = Rejection::new(StatusCode::BAD_GATEWAY)
         .body(r#"{"error":"busy"}"#)
         .content_type(HeaderValue::from_static("application/json"));
     let answer = refused_with(Some(rejection)).await;
@@ -561,4 +561,48 @@ async fn estimated_retry_after_grows_with_the_measured_hold_time() {
         "time spent queued is not counted as holding"
     );
     assert_eq!(limiter.in_flight(), 0);
+}
+
+/// Issue 8.4: `honor_retry_after(Duration::MAX)` ("no cap") and an
+/// upstream asking for the largest `Retry-After` (or gRPC pushback) there
+/// is must not panic: the hold saturates to as long as the clock can
+/// represent. Before the fix this panicked with "overflow when adding
+/// duration to instant".
+#[tokio::test]
+async fn the_largest_retry_after_and_no_cap_hold_without_panicking() {
+    let huge = u64::MAX.to_string();
+    for (name, status, content_type) in [
+        ("retry-after", StatusCode::SERVICE_UNAVAILABLE, "text/plain"),
+        ("retry-after", StatusCode::TOO_MANY_REQUESTS, "text/plain"),
+        ("grpc-retry-pushback-ms", StatusCode::OK, "application/grpc"),
+    ] {
+        let huge = huge.clone();
+        let upstream = service_fn(move |_: Request<()>| {
+            let huge = huge.clone();
+            async move {
+                let mut response = Response::new(Full::new(Bytes::new()));
+                *response.status_mut() = status;
+                let headers = response.headers_mut();
+                headers.insert(name, HeaderValue::from_str(&huge).unwrap());
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+                headers.insert("grpc-status", HeaderValue::from_static("14"));
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let layer = HttpLimitLayer::new(2)
+            .policy(Policy::reject())
+            .honor_retry_after(Duration::MAX);
+        let limiter = layer.limiter().clone();
+        let client = layer.layer(upstream);
+        let answer = client.clone().oneshot(Request::new(())).await.unwrap();
+        assert_eq!(answer.status(), status);
+        let until = limiter.held_until().expect("held");
+        assert!(
+            until > Instant::now() + Duration::from_secs(86_400 * 365),
+            "{name}: held for years"
+        );
+        let refused = client.oneshot(Request::new(())).await.unwrap();
+        let reason = refused.extensions().get::<Rejected>().map(Rejected::reason);
+        assert_eq!(reason, Some(Reason::Held), "{name}");
+    }
 }

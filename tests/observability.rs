@@ -51,10 +51,9 @@ fn a_limiter_is_named_once() {
     assert_eq!(limiter.name(), "api");
     assert_eq!(limiter.clone().name(), "api", "clones share the name");
     assert!(format!("{limiter:?}").contains("name: \"api\""));
-    let twice = std::panic::catch_unwind(|| Limiter::new(1).named("a").named("b"));
-    let message = twice.unwrap_err();
-    let message = message.downcast_ref::<String>().unwrap();
-    assert!(message.contains("named \"a\" already"), "{message}");
+    // The first name stays; a second call changes nothing and never panics.
+    let twice = Limiter::new(1).named("a").named("b");
+    assert_eq!(twice.name(), "a");
     assert_eq!(Limiter::new(1).named(String::from("owned")).name(), "owned");
 }
 
@@ -69,7 +68,7 @@ mod metrics {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
     use tower::{service_fn, Layer, ServiceExt};
     use tower_concurrency::adaptive::Outcome;
-    use tower_concurrency::http::HttpLimitLayer;
+    use tower_concurrency::http_limit::HttpLimitLayer;
     use tower_concurrency::{ConcurrencyLimit, Limiter, Policy, Reason, Rejected};
 
     use super::{echo, Step};
@@ -159,13 +158,13 @@ mod metrics {
     async fn http_layer_reports_exact_counts() {
         let recorder = DebuggingRecorder::new();
         let snapshotter = recorder.snapshotter();
-        let limiter = ::metrics::with_local_recorder(&recorder, || {
+        let (limiter, [live, batch]) = ::metrics::with_local_recorder(&recorder, || {
             Limiter::new(2)
                 .named("scripted")
                 .partitioned([("live", 0.5), ("batch", 0.5)])
                 .unwrap()
         });
-        let (live, batch) = (limiter.partition("live"), limiter.partition("batch"));
+        let (live, batch) = (Some(live), Some(batch));
         let layer = HttpLimitLayer::from_limiter(limiter.clone())
             .policy(Policy::fifo(1).timeout(Duration::from_millis(50)))
             .bypass(|head| head.uri.path() == "/health")
@@ -173,7 +172,10 @@ mod metrics {
                 Some("batch") => batch,
                 _ => live,
             })
-            .limit_per_key(1, 2, |head| head.header("x-client").map(str::to_owned));
+            .limit_per_key(
+                tower_concurrency::http_limit::KeyLimit::new(1).max_keys(2),
+                |head| head.header("x-client").map(str::to_owned),
+            );
         let svc = layer.layer(service_fn(|_: Request<()>| async {
             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
         }));
@@ -274,7 +276,7 @@ mod metrics {
         tokio::time::sleep(Duration::from_millis(5)).await;
         drop(held);
         assert_eq!(waiter.await.unwrap().unwrap(), 7);
-        drop(limiter.acquire().await);
+        drop(limiter.acquire(&Policy::wait()).await);
         limiter.set_limit(3);
 
         let s = Snapshot::take(&snapshotter);
@@ -305,19 +307,19 @@ mod metrics {
         let recorder = DebuggingRecorder::new();
         let snapshotter = recorder.snapshotter();
         let limiter = ::metrics::with_local_recorder(&recorder, || Limiter::new(2).named("gauges"));
-        let one = limiter.admit(&Policy::reject()).await.unwrap();
-        let two = limiter.admit(&Policy::reject()).await.unwrap();
+        let one = limiter.acquire(&Policy::reject()).await.unwrap();
+        let two = limiter.acquire(&Policy::reject()).await.unwrap();
         for _ in 0..4 {
-            let refused = limiter.admit(&Policy::reject()).await.unwrap_err();
+            let refused = limiter.acquire(&Policy::reject()).await.unwrap_err();
             assert_eq!(refused.reason(), Reason::Full);
         }
         let queued = tokio::spawn({
             let limiter = limiter.clone();
-            async move { limiter.admit(&Policy::fifo(10)).await.map(drop) }
+            async move { limiter.acquire(&Policy::fifo(10)).await.map(drop) }
         });
         let acquiring = tokio::spawn({
             let limiter = limiter.clone();
-            async move { drop(limiter.acquire().await) }
+            async move { drop(limiter.acquire(&Policy::wait()).await) }
         });
         tokio::task::yield_now().await;
         assert_eq!((limiter.in_flight(), limiter.waiting()), (2, 2));
@@ -343,7 +345,7 @@ mod metrics {
         permit.record(Outcome::Success); // the algorithm: 5
         assert_eq!(limiter.limit(), 5);
         drop(permit);
-        limiter.pin(2);
+        limiter.set_limit(2);
         let mut permit = limiter.try_acquire().unwrap();
         permit.record(Outcome::Success); // learned 6, not applied
         assert_eq!(limiter.limit(), 2);
@@ -359,7 +361,7 @@ mod metrics {
     }
 
     /// An unnamed limiter registers as "default" at its first event, and
-    /// cannot be named after that.
+    /// keeps that name: naming it later changes nothing and never panics.
     #[test]
     fn an_unnamed_limiter_reports_as_default() {
         let recorder = DebuggingRecorder::new();
@@ -370,10 +372,8 @@ mod metrics {
             (limiter, permit)
         });
         let clone = limiter.clone();
-        let late = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| clone.named("late")));
-        let message = late.unwrap_err();
-        let message = message.downcast_ref::<String>().unwrap();
-        assert!(message.contains("used before it was named"), "{message}");
+        let late = clone.named("late");
+        assert_eq!(late.name(), "default", "the name it reports under stays");
 
         let s = Snapshot::take(&snapshotter);
         let name = [("limiter", "default")];
@@ -388,14 +388,14 @@ mod metrics {
     fn partitions_after_naming_are_reported() {
         let recorder = DebuggingRecorder::new();
         let snapshotter = recorder.snapshotter();
-        let limiter = ::metrics::with_local_recorder(&recorder, || {
+        let (limiter, [a, _]) = ::metrics::with_local_recorder(&recorder, || {
             Limiter::new(10)
                 .named("late-partitions")
                 .partitioned([("a", 0.7), ("b", 0.3)])
                 .unwrap()
         });
-        let a = limiter.partition("a");
-        let held = limiter.admit_in(&Policy::reject(), a);
+        let a = Some(a);
+        let held = limiter.acquire_in(&Policy::reject(), a);
         let held = futures::executor::block_on(held).unwrap();
         let s = Snapshot::take(&snapshotter);
         let part = |p| [("limiter", "late-partitions"), ("partition", p)];
@@ -518,7 +518,7 @@ mod tracing_events {
         let (events, _guard) = capture();
         let limiter = Limiter::new(2).named("fast");
         let permit = limiter.try_acquire().unwrap();
-        let admitted = limiter.admit(&Policy::reject()).await.unwrap();
+        let admitted = limiter.acquire(&Policy::reject()).await.unwrap();
         drop((permit, admitted));
         let all = events.take();
         assert_eq!(all.len(), 2, "{all:?}");
@@ -536,7 +536,7 @@ mod tracing_events {
         let held = limiter.try_acquire().unwrap();
         let waiter = tokio::spawn({
             let limiter = limiter.clone();
-            async move { drop(limiter.acquire().await) }
+            async move { drop(limiter.acquire(&Policy::wait()).await) }
         });
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(30)).await;
@@ -557,9 +557,9 @@ mod tracing_events {
         let (events, _guard) = capture();
         let limiter = Limiter::new(1).named("refusals");
         let held = limiter.try_acquire().unwrap();
-        limiter.admit(&Policy::reject()).await.unwrap_err();
+        limiter.acquire(&Policy::reject()).await.unwrap_err();
         limiter
-            .admit(&Policy::fifo(1).timeout(Duration::from_millis(20)))
+            .acquire(&Policy::fifo(1).timeout(Duration::from_millis(20)))
             .await
             .unwrap_err();
         drop(held);
@@ -579,12 +579,11 @@ mod tracing_events {
     #[tokio::test]
     async fn a_full_key_is_logged_with_the_key_scope() {
         use tower::{service_fn, Layer, ServiceExt};
-        use tower_concurrency::http::HttpLimitLayer;
+        use tower_concurrency::http_limit::HttpLimitLayer;
 
         let (events, _guard) = capture();
         let layer = HttpLimitLayer::from_limiter(Limiter::new(10).named("keys")).limit_per_key(
-            1,
-            10,
+            tower_concurrency::http_limit::KeyLimit::new(1).max_keys(10),
             |head| head.header("x-client").map(str::to_owned),
         );
         let svc = layer.layer(service_fn(|_: http::Request<()>| async {
@@ -617,7 +616,7 @@ mod tracing_events {
         fixed.try_set_limit(8).unwrap(); // the same value: still an action
         let adaptive = Limiter::adaptive(Step(4)).named("adaptive");
         adaptive.try_acquire().unwrap().record(Outcome::Success); // 4 -> 5
-        adaptive.pin(2);
+        adaptive.set_limit(2);
         adaptive.unpin(); // back to 5
         let still = Limiter::adaptive(Still(3)).named("still");
         still.try_acquire().unwrap().record(Outcome::Success); // 3 -> 3: silent
@@ -639,7 +638,7 @@ mod tracing_events {
             (Level::INFO, "fixed", "set_limit", "4", "8"),
             (Level::INFO, "fixed", "set_limit", "8", "8"),
             (Level::DEBUG, "adaptive", "algorithm", "4", "5"),
-            (Level::INFO, "adaptive", "pin", "5", "2"),
+            (Level::INFO, "adaptive", "set_limit", "5", "2"),
             (Level::INFO, "adaptive", "unpin", "2", "5"),
         ]
         .map(|(level, limiter, cause, old, new)| {
@@ -685,7 +684,7 @@ mod load {
         assert!(big.load() < small.load());
         // A waiter pushes a full limit past 1.
         let limiter = small.limiter().clone();
-        let waiter = tokio::spawn(async move { drop(limiter.acquire().await) });
+        let waiter = tokio::spawn(async move { drop(limiter.acquire(&Policy::wait()).await) });
         tokio::task::yield_now().await;
         assert_eq!(small.load(), 1.5);
         drop(held);
@@ -698,7 +697,7 @@ mod load {
     #[test]
     fn every_service_reports_its_limiters_load() {
         use tower::Layer;
-        use tower_concurrency::http::HttpLimitLayer;
+        use tower_concurrency::http_limit::HttpLimitLayer;
 
         let limiter = Limiter::new(4);
         let _held = limiter.try_acquire().unwrap();

@@ -27,9 +27,9 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_test::assert_pending;
 use tokio_test::task::{spawn, Spawn};
-use tower_concurrency::adaptive::Fixed;
-use tower_concurrency::http::HttpLimitLayer;
-use tower_concurrency::{Admit, InvalidShares, Limiter, Partition, Permit, Policy, Reason};
+use tower_concurrency::adaptive::Aimd;
+use tower_concurrency::http_limit::HttpLimitLayer;
+use tower_concurrency::{Acquire, InvalidShares, Limiter, Partition, Permit, Policy, Reason};
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -37,33 +37,23 @@ use tower_concurrency::{Admit, InvalidShares, Limiter, Partition, Permit, Policy
 
 /// `Limiter::new(limit)` split into live 90% and batch 10%.
 fn live_batch(limiter: Limiter) -> (Limiter, Partition, Partition) {
-    let limiter = limiter
+    let (limiter, [live, batch]) = limiter
         .partitioned([("live", 0.9), ("batch", 0.1)])
         .expect("valid shares");
-    let live = limiter.partition("live").expect("live exists");
-    let batch = limiter.partition("batch").expect("batch exists");
     (limiter, live, batch)
 }
 
 /// Permits each partition holds now, in the order the partitions were given.
 fn held(limiter: &Limiter) -> Vec<usize> {
-    limiter
-        .partition_stats()
-        .iter()
-        .map(|s| s.in_flight)
-        .collect()
+    limiter.partitions().iter().map(|s| s.in_flight).collect()
 }
 
 /// Each partition's guarantee at the current limit.
 fn guaranteed(limiter: &Limiter) -> Vec<usize> {
-    limiter
-        .partition_stats()
-        .iter()
-        .map(|s| s.guaranteed)
-        .collect()
+    limiter.partitions().iter().map(|s| s.guaranteed).collect()
 }
 
-fn err(result: Result<Limiter, InvalidShares>) -> String {
+fn err<const P: usize>(result: Result<(Limiter, [Partition; P]), InvalidShares>) -> String {
     result.map(|_| ()).expect_err("invalid shares").to_string()
 }
 
@@ -71,7 +61,7 @@ fn err(result: Result<Limiter, InvalidShares>) -> String {
 fn take(limiter: &Limiter, partition: Option<Partition>, n: usize) -> Vec<Permit> {
     (0..n)
         .map(|i| {
-            let mut admit = spawn(limiter.admit_in(&Policy::reject(), partition));
+            let mut admit = spawn(limiter.acquire_in(&Policy::reject(), partition));
             match admit.poll() {
                 Poll::Ready(Ok(permit)) => permit,
                 other => panic!("permit {i} was not free: {other:?}"),
@@ -85,7 +75,7 @@ fn take(limiter: &Limiter, partition: Option<Partition>, n: usize) -> Vec<Permit
 struct Waiters {
     limiter: Limiter,
     policy: Policy,
-    queued: Vec<(String, Spawn<Admit>)>,
+    queued: Vec<(String, Spawn<Acquire>)>,
     served: Vec<(String, Permit)>,
 }
 
@@ -101,7 +91,7 @@ impl Waiters {
 
     /// Queues a waiter; it enters the dispatcher when first polled, here.
     fn push(&mut self, name: &str, partition: Option<Partition>) {
-        let mut admit = spawn(self.limiter.admit_in(&self.policy, partition));
+        let mut admit = spawn(self.limiter.acquire_in(&self.policy, partition));
         assert_pending!(admit.poll(), "{name} must queue: every permit is taken");
         self.queued.push((name.to_owned(), admit));
     }
@@ -142,7 +132,7 @@ impl Waiters {
         drop(self.served.remove(at));
     }
 
-    fn task(&mut self, name: &str) -> &mut Spawn<Admit> {
+    fn task(&mut self, name: &str) -> &mut Spawn<Acquire> {
         &mut self
             .queued
             .iter_mut()
@@ -200,12 +190,12 @@ fn invalid_shares_are_refused_with_a_message_naming_the_problem() {
     );
     assert!(too_much.contains("at most 1"), "{too_much}");
 
-    let none = err(new().partitioned(Vec::<(&str, f64)>::new()));
+    let none = err(new().partitioned::<&str, 0>([]));
     assert!(none.contains("no partitions"), "{none}");
 
     // Shares that add up to 1 up to rounding are accepted, and so is a
     // single partition with the whole limit.
-    let tenths = (0..10).map(|i| (format!("p{i}"), 0.1));
+    let tenths: [_; 10] = std::array::from_fn(|i| (format!("p{i}"), 0.1));
     assert!(new().partitioned(tenths).is_ok());
     assert!(new()
         .partitioned([("a", 0.7), ("b", 0.2), ("c", 0.1)])
@@ -223,15 +213,15 @@ fn a_limiter_is_partitioned_once() {
     let limiter = Limiter::new(10);
     let bad = limiter.clone().partitioned([("live", 2.0)]);
     assert!(bad.is_err());
-    assert!(limiter.partition_stats().is_empty(), "nothing was set");
+    assert!(limiter.partitions().is_empty(), "nothing was set");
 
-    let partitioned = limiter
+    let (partitioned, [live, _]) = limiter
         .clone()
         .partitioned([("live", 0.9), ("batch", 0.1)])
         .unwrap();
     assert!(partitioned.same_limit(&limiter));
     assert!(
-        limiter.partition("live").is_some(),
+        limiter.partition_stats(live).is_some(),
         "every handle sees the partitions"
     );
 
@@ -240,32 +230,38 @@ fn a_limiter_is_partitioned_once() {
     let again = err(partitioned.partitioned([("live", 0.9), ("batch", 0.1)]));
     assert!(again.contains("partitioned already"), "{again}");
     // The first partitioning stands.
-    assert!(limiter.partition("other").is_none());
-    assert_eq!(limiter.partition_stats().len(), 2);
+    assert_eq!(limiter.partitions().len(), 2);
+    assert_eq!(limiter.partitions()[0].name, "live");
 }
 
-/// `partition(name)` finds exactly the partitions given (case-sensitive);
-/// an unpartitioned limiter has none and empty stats.
+/// `partitioned` hands back one handle per share, in order; stats are
+/// looked up by handle, and a handle of another limiter finds nothing
+/// there (even one with the same names and shares), nor counts there.
 #[test]
-fn partitions_are_found_by_name() {
-    let plain = Limiter::new(10);
-    assert_eq!(plain.partition("live"), None);
-    assert!(plain.partition_stats().is_empty());
-
+fn partitions_are_handles_looked_up_by_handle() {
     let (limiter, live, batch) = live_batch(Limiter::new(10));
     assert_ne!(live, batch);
-    assert_eq!(limiter.partition("live"), Some(live));
-    assert_eq!(limiter.partition("batch"), Some(batch));
-    assert_eq!(limiter.partition("x"), None);
-    assert_eq!(limiter.partition("Live"), None);
-    assert_eq!(limiter.partition(""), None);
+    assert_eq!(limiter.partition_stats(live).unwrap().name, "live");
+    assert_eq!(limiter.partition_stats(batch).unwrap().name, "batch");
+    assert_eq!(limiter.partition_stats(live).unwrap().partition, live);
 
-    let stats = limiter.partition_stats();
+    let stats = limiter.partitions();
     let names: Vec<_> = stats.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["live", "batch"]);
     assert_eq!(stats[0].share, 0.9);
     assert_eq!(stats[1].share, 0.1);
     assert_eq!(held(&limiter), [0, 0]);
+
+    let plain = Limiter::new(10);
+    assert_eq!(plain.partition_stats(live), None);
+    assert!(plain.partitions().is_empty());
+
+    let (twin, twin_live, _) = live_batch(Limiter::new(10));
+    assert_ne!(live, twin_live, "the same name on another limiter");
+    assert_eq!(twin.partition_stats(live), None);
+    let permit = take(&twin, Some(live), 1);
+    assert_eq!(permit[0].partition(), None, "counts in no partition there");
+    assert_eq!(held(&twin), [0, 0]);
 }
 
 /// Guaranteed = max(1, ceil(limit × share)), recomputed as the limit moves.
@@ -289,7 +285,7 @@ fn guarantees_round_up_with_a_floor_of_one_and_follow_the_limit() {
     }
 
     // A tiny share still guarantees one permit.
-    let tiny = Limiter::new(1000)
+    let (tiny, _) = Limiter::new(1000)
         .partitioned([("main", 0.999), ("probe", 0.0001)])
         .unwrap();
     assert_eq!(guaranteed(&tiny), [999, 1]);
@@ -304,16 +300,16 @@ fn guarantees_round_up_with_a_floor_of_one_and_follow_the_limit() {
 #[test]
 
 fn guarantees_of_decimal_shares_are_not_inflated_by_float_noise() {
-    let limiter = Limiter::new(100)
+    let (limiter, _) = Limiter::new(100)
         .partitioned([("a", 0.07), ("b", 0.55), ("c", 0.38)])
         .unwrap();
     assert_eq!(guaranteed(&limiter), [7, 55, 38]);
 
-    let split = Limiter::new(100)
+    let (split, _) = Limiter::new(100)
         .partitioned([("live", 0.55), ("batch", 0.45)])
         .unwrap();
     let total: usize = guaranteed(&split).iter().sum();
-    assert_eq!(total, 100, "{:?}", split.partition_stats());
+    assert_eq!(total, 100, "{:?}", split.partitions());
 }
 
 // ---------------------------------------------------------------------------
@@ -330,12 +326,12 @@ fn an_idle_limit_lends_everything_to_whoever_asks() {
     assert!(permits.iter().all(|p| p.partition() == Some(batch)));
     assert_eq!(limiter.in_flight(), 10);
 
-    let mut refused = spawn(limiter.admit_in(&Policy::reject(), Some(batch)));
+    let mut refused = spawn(limiter.acquire_in(&Policy::reject(), Some(batch)));
     match refused.poll() {
         Poll::Ready(Err(r)) => assert_eq!(r.reason(), Reason::Full),
         other => panic!("the 11th is refused: {other:?}"),
     }
-    let mut waiting = spawn(limiter.admit_in(&Policy::wait(), Some(batch)));
+    let mut waiting = spawn(limiter.acquire_in(&Policy::wait(), Some(batch)));
     assert_pending!(waiting.poll());
     drop(waiting);
     assert_eq!(limiter.waiting(), 0);
@@ -463,11 +459,11 @@ fn guaranteed_shares_under_saturation_lifo() {
 /// order, and the unmatched waiter, though it came first, is served last.
 #[test]
 fn above_share_waiters_take_turns_and_unmatched_come_last() {
-    let limiter = Limiter::new(10)
+    let (limiter, [live, batch]) = Limiter::new(10)
         .partitioned([("live", 0.5), ("batch", 0.2)])
         .unwrap();
     assert_eq!(guaranteed(&limiter), [5, 2]);
-    let (live, batch) = (limiter.partition("live"), limiter.partition("batch"));
+    let (live, batch) = (Some(live), Some(batch));
     let mut initial = take(&limiter, None, 10);
     assert_eq!(held(&limiter), [0, 0]);
 
@@ -519,11 +515,13 @@ fn above_share_waiters_take_turns_and_unmatched_come_last() {
 }
 
 /// A waiter that is cancelled after a permit was handed to it (but before
-/// it ran) passes the permit to the next in rank, and the counts move with
-/// it; a cancelled waiter that was handed nothing leaves no trace; and when
-/// the last waiter leaves, a permit the dispatcher had taken goes back.
+/// it ran) gives the permit back to the limiter, and the next in rank gets
+/// it from there (so a lowered limit's debt is paid first, see
+/// `a_cancelled_waiters_handed_permit_pays_a_lowered_limits_debt`); a
+/// cancelled waiter that was handed nothing leaves no trace; and when the
+/// last waiter leaves, a permit the dispatcher had taken goes back.
 #[test]
-fn cancelled_waiters_pass_handed_permits_on_and_leak_nothing() {
+fn cancelled_waiters_give_handed_permits_back_and_leak_nothing() {
     let (limiter, live, batch) = live_batch(Limiter::new(10));
     let mut initial = take(&limiter, Some(batch), 10);
     let mut w = Waiters::new(&limiter, Policy::wait());
@@ -537,8 +535,13 @@ fn cancelled_waiters_pass_handed_permits_on_and_leak_nothing() {
     assert_eq!(held(&limiter), [1, 9], "handed to l1");
     assert!(w.task("l1").is_woken());
     w.cancel("l1");
-    assert_eq!(held(&limiter), [1, 9], "passed on to l2, still live");
-    assert!(w.task("l2").is_woken());
+    assert_eq!(held(&limiter), [0, 9], "given back");
+    assert_eq!(
+        limiter.in_flight(),
+        10,
+        "the dispatcher's place in the queue took it"
+    );
+    assert!(w.task("l2").is_woken(), "the next in rank drives");
     assert_eq!(limiter.waiting(), 3);
     assert_eq!(w.poll_all(), ["l2"]);
     assert_eq!(held(&limiter), [1, 9]);
@@ -565,18 +568,49 @@ fn cancelled_waiters_pass_handed_permits_on_and_leak_nothing() {
     assert_eq!(limiter.available(), 10);
 }
 
-/// A permit handed to a waiter that is cancelled before it runs is passed
-/// on by rank, and the rank must be judged once the permit has left the
+/// Issue 8.2 on a partitioned limiter under `Policy::wait()`: limit 2,
+/// both permits out; two live waiters, the older driving; a permit comes
+/// back and is handed to the one in rank; the limit drops to 1; that
+/// waiter is cancelled before it runs. Its permit pays the cut: the other
+/// waiter is not admitted while a permit is still out at limit 1. (Before
+/// the fix the permit was passed straight on: two in flight at limit 1.)
+#[test]
+fn a_cancelled_waiters_handed_permit_pays_a_lowered_limits_debt() {
+    let (limiter, [live, _]) = Limiter::new(2)
+        .partitioned([("live", 0.5), ("batch", 0.5)])
+        .unwrap();
+    let mut initial = take(&limiter, None, 2);
+    let mut w = Waiters::new(&limiter, Policy::wait());
+    w.push("l1", Some(live));
+    w.push("l2", Some(live));
+
+    drop(initial.pop());
+    assert_pending!(w.task("l2").poll(), "l2 drives, l1 is older");
+    assert!(w.task("l1").is_woken(), "handed to l1");
+    assert_eq!(held(&limiter), [1, 0]);
+
+    assert_eq!(limiter.set_limit(1), 2);
+    w.cancel("l1");
+    assert_eq!(limiter.in_flight(), 1, "the handed permit paid the cut");
+    assert_eq!(held(&limiter), [0, 0]);
+    assert_eq!(w.poll_all(), Vec::<String>::new(), "one is out at limit 1");
+
+    drop(initial.pop());
+    assert_eq!(w.poll_all(), ["l2"]);
+    assert_eq!(limiter.in_flight(), 1);
+    drop(w);
+    assert_eq!((limiter.in_flight(), limiter.available()), (0, 1));
+}
+
+/// A permit handed to a waiter that is cancelled before it runs comes back
+/// and is dispatched again by rank, judged once the permit has left the
 /// cancelled waiter's partition.
 ///
 /// Live 9 / batch 1 of 10. Batch holds 10; `b1` then `l1`..`l10` queue.
 /// Eight batch permits back serve `l1`..`l8` (live 8, batch 2); the ninth
 /// is handed to `l9` (live 9 at hand-off, batch 1). `l9` is cancelled
 /// before it runs: without that permit live holds 8, below its 9, while
-/// batch holds its 1, so the permit should go to `l10`. It goes to `b1`:
-/// the dispatcher ranks the waiters while the permit still counts in live
-/// (live looks at its share, so `l10` and `b1` tie and the older `b1`
-/// wins), leaving live at 8 and batch at 2 with a live waiter queued.
+/// batch holds its 1, so the permit goes to `l10`, not to the older `b1`.
 #[test]
 
 fn a_cancelled_waiters_permit_goes_to_the_partition_below_its_share() {
@@ -597,12 +631,9 @@ fn a_cancelled_waiters_permit_goes_to_the_partition_below_its_share() {
     assert_pending!(w.task("b1").poll(), "b1 drives the dispatch");
     assert_eq!(held(&limiter), [9, 1], "handed to l9");
     w.cancel("l9");
-    assert_eq!(
-        held(&limiter),
-        [9, 1],
-        "the permit should go to l10: live is below its share without it"
-    );
-    assert_eq!(w.poll_all(), ["l10"]);
+    assert_eq!(held(&limiter), [8, 1], "given back");
+    assert_eq!(w.poll_all(), ["l10"], "live is below its share without it");
+    assert_eq!(held(&limiter), [9, 1]);
 }
 
 /// `Limiter::acquire` matches no partition, so on a saturated partitioned
@@ -618,7 +649,7 @@ fn a_cancelled_waiters_permit_goes_to_the_partition_below_its_share() {
 fn plain_acquire_on_a_partitioned_limiter_gets_spare_capacity_only() {
     let (limiter, live, batch) = live_batch(Limiter::new(10));
     let mut initial = take(&limiter, Some(batch), 10);
-    let mut plain = spawn(limiter.acquire());
+    let mut plain = spawn(limiter.acquire(&Policy::wait()));
     assert_pending!(plain.poll());
     let mut w = Waiters::new(&limiter, Policy::wait());
     w.push("l1", Some(live));
@@ -634,7 +665,7 @@ fn plain_acquire_on_a_partitioned_limiter_gets_spare_capacity_only() {
 /// use revoked) and unpinning back to the algorithm's limit.
 #[test]
 fn adaptive_limiter_shares_follow_a_pinned_limit() {
-    let (limiter, live, batch) = live_batch(Limiter::adaptive(Fixed(10)));
+    let (limiter, live, batch) = live_batch(Limiter::adaptive(Aimd::new().initial(10)));
     assert!(limiter.is_adaptive());
     assert_eq!(guaranteed(&limiter), [9, 1]);
 
@@ -645,7 +676,7 @@ fn adaptive_limiter_shares_follow_a_pinned_limit() {
         w.push(&format!("l{i}"), Some(live));
     }
 
-    assert_eq!(limiter.pin(5), 10);
+    assert_eq!(limiter.set_limit(5), 10);
     assert_eq!(limiter.limit(), 5);
     assert_eq!(guaranteed(&limiter), [5, 1]);
     assert_eq!(held(&limiter), [0, 10], "nothing revoked");
@@ -781,9 +812,12 @@ impl Backend {
 
 /// Serves the gated backend behind `limiter`, placing requests in its
 /// "live" and "batch" partitions by their `x-class` header.
-async fn serve_partitioned(limiter: &Limiter, backend: &Backend) -> SocketAddr {
-    let live = limiter.partition("live");
-    let batch = limiter.partition("batch");
+async fn serve_partitioned(
+    limiter: &Limiter,
+    [live, batch]: [Partition; 2],
+    backend: &Backend,
+) -> SocketAddr {
+    let (live, batch) = (Some(live), Some(batch));
     let layer = HttpLimitLayer::from_limiter(limiter.clone()).partition_by(move |head| match head
         .header("x-class")
     {
@@ -850,9 +884,9 @@ async fn finish_all(backend: &Backend, mut set: JoinSet<(StatusCode, Bytes)>, ex
 /// matches no partition, the whole limit of 10 is used; the 11th waits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_http_a_lone_class_uses_the_whole_limit() {
-    let (limiter, _, _) = live_batch(Limiter::new(10));
+    let (limiter, live, batch) = live_batch(Limiter::new(10));
     let backend = Backend::new();
-    let addr = serve_partitioned(&limiter, &backend).await;
+    let addr = serve_partitioned(&limiter, [live, batch], &backend).await;
     let client = client();
 
     for class in [Class::Batch, Class::Other] {
@@ -893,9 +927,9 @@ async fn over_http_a_lone_class_uses_the_whole_limit() {
 /// queued alongside run only once the others are done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_http_live_gets_its_share_while_batch_saturates() {
-    let (limiter, _, _) = live_batch(Limiter::new(10));
+    let (limiter, live, batch) = live_batch(Limiter::new(10));
     let backend = Backend::new();
-    let addr = serve_partitioned(&limiter, &backend).await;
+    let addr = serve_partitioned(&limiter, [live, batch], &backend).await;
     let client = client();
     let (live, batch, other) = (Class::Live.index(), Class::Batch.index(), 2);
 

@@ -33,8 +33,8 @@ use tokio_test::assert_pending;
 use tokio_test::task::{spawn, Spawn};
 use tower::util::{BoxCloneService, Oneshot};
 use tower::{Layer, ServiceExt};
-use tower_concurrency::http::{
-    HttpLimit, HttpLimitLayer, Rejection, Release, ResponseBody, RetryAfter,
+use tower_concurrency::http_limit::{
+    HttpLimit, HttpLimitLayer, KeyLimit, Rejection, Release, ResponseBody, RetryAfter,
 };
 use tower_concurrency::{Limiter, Policy, Reason, Rejected};
 
@@ -78,7 +78,7 @@ fn gated_inner(gate: Arc<Semaphore>) -> Inner {
 
 /// Keys requests by their `x-tenant` header.
 fn by_tenant(layer: HttpLimitLayer, per_key: usize, max_keys: usize) -> HttpLimitLayer {
-    layer.limit_per_key(per_key, max_keys, |head| {
+    layer.limit_per_key(KeyLimit::new(per_key).max_keys(max_keys), |head| {
         head.header("x-tenant").map(str::to_owned)
     })
 }
@@ -383,8 +383,9 @@ fn a_million_keys_seen_once_leave_no_key_tracked() {
     struct Key(u64);
     const KEYS: u64 = 1_000_000;
 
-    let layer = HttpLimitLayer::new(4)
-        .limit_per_key(1, 1, |head| head.extensions.get::<Key>().map(|k| k.0));
+    let layer = HttpLimitLayer::new(4).limit_per_key(KeyLimit::new(1).max_keys(1), |head| {
+        head.extensions.get::<Key>().map(|k| k.0)
+    });
     let limiter = layer.limiter().clone();
     let svc = layer.layer(ok_inner());
     let request = |key: u64| {
@@ -421,7 +422,9 @@ fn a_million_keys_seen_once_leave_no_key_tracked() {
 fn exactly_the_keys_in_flight_are_tracked() {
     let layer = by_tenant(HttpLimitLayer::new(20), 2, 3);
     let limiter = layer.limiter().clone();
-    let svc = layer.layer(ok_inner());
+    assert_eq!(HttpLimitLayer::new(20).tracked_keys(), None, "no key rule");
+    assert_eq!(layer.tracked_keys(), Some(0));
+    let svc = layer.clone().layer(ok_inner());
 
     let mut k1 = vec![
         admitted(now(&svc, req(Some("k1")))),
@@ -429,6 +432,9 @@ fn exactly_the_keys_in_flight_are_tracked() {
     ];
     let k2 = admitted(now(&svc, req(Some("k2"))));
     let k3 = admitted(now(&svc, req(Some("k3"))));
+    // The number of keys tracked is visible on the layer and its services.
+    assert_eq!(layer.tracked_keys(), Some(3));
+    assert_eq!(svc.tracked_keys(), Some(3));
 
     let (status, rejected, body) = refused(now(&svc, req(Some("k4"))));
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
@@ -459,6 +465,7 @@ fn exactly_the_keys_in_flight_are_tracked() {
 
     drop((k2, k2_again, k3, k4, keyless));
     assert_eq!(limiter.in_flight(), 0);
+    assert_eq!(layer.tracked_keys(), Some(0));
     let fresh: Vec<_> = ["k5", "k6", "k7"]
         .into_iter()
         .map(|k| admitted(now(&svc, req(Some(k)))))
@@ -671,7 +678,7 @@ fn per_key_status_and_too_many_keys_status() {
     // Another status for the service as a whole: TooManyKeys follows it;
     // KeyFull keeps its own default of 429. A fixed body is used for both, and
     // `Retry-After` can be left out.
-    let rejection = Rejection::with_status(StatusCode::BAD_GATEWAY)
+    let rejection = Rejection::new(StatusCode::BAD_GATEWAY)
         .body("busy")
         .retry_after(RetryAfter::Omit);
     let layer = by_tenant(HttpLimitLayer::new(2).rejection(rejection), 1, 1);
@@ -707,15 +714,13 @@ fn per_key_status_and_too_many_keys_status() {
 #[test]
 #[should_panic(expected = "invalid per-key limit 0")]
 fn zero_per_key_limit_panics_naming_the_value() {
-    let _ = HttpLimitLayer::new(4)
-        .limit_per_key(0, 10, |head| head.header("x-tenant").map(str::to_owned));
+    let _ = KeyLimit::new(0);
 }
 
 #[test]
 #[should_panic(expected = "invalid number of tracked keys 0")]
 fn zero_tracked_keys_panics_naming_the_value() {
-    let _ = HttpLimitLayer::new(4)
-        .limit_per_key(1, 0, |head| head.header("x-tenant").map(str::to_owned));
+    let _ = KeyLimit::new(1).max_keys(0);
 }
 
 // ---------------------------------------------------------------------------
@@ -775,10 +780,10 @@ async fn bypassed_health_answers_while_the_limit_and_the_key_are_full() {
 /// counted in any partition either.
 #[test]
 fn bypassed_requests_take_no_permit_and_never_queue() {
-    let limiter = Limiter::new(1)
+    let (limiter, [live, _]) = Limiter::new(1)
         .partitioned([("live", 0.9), ("batch", 0.1)])
         .unwrap();
-    let live = limiter.partition("live");
+    let live = Some(live);
     let layer = by_tenant(HttpLimitLayer::from_limiter(limiter.clone()), 1, 2)
         .partition_by(move |_| live)
         .bypass(|head| head.uri.path() == "/health");
@@ -789,7 +794,7 @@ fn bypassed_requests_take_no_permit_and_never_queue() {
     assert_pending!(queued.poll());
     assert_eq!(limiter.waiting(), 1);
     let stats =
-        |l: &Limiter| -> Vec<usize> { l.partition_stats().iter().map(|s| s.in_flight).collect() };
+        |l: &Limiter| -> Vec<usize> { l.partitions().iter().map(|s| s.in_flight).collect() };
     assert_eq!(stats(&limiter), [1, 0]);
 
     // Alpha's key and the limit are full; its health check is answered.

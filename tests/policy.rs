@@ -10,8 +10,8 @@ use tower_concurrency::{Limiter, Order, Policy, Reason};
 #[tokio::test]
 async fn reject_refuses_at_once_and_leaves_no_waiter() {
     let limiter = Limiter::new(1);
-    let held = limiter.admit(&Policy::reject()).await.unwrap();
-    let err = limiter.admit(&Policy::reject()).await.unwrap_err();
+    let held = limiter.acquire(&Policy::reject()).await.unwrap();
+    let err = limiter.acquire(&Policy::reject()).await.unwrap_err();
     assert_eq!(err.reason(), Reason::Full);
     assert_eq!(err.limit(), 1);
     assert_eq!(limiter.waiting(), 0);
@@ -30,16 +30,16 @@ async fn bounded_queue_refuses_when_full_and_cancellation_frees_a_place() {
     let limiter = Limiter::new(1);
     let _held = limiter.try_acquire().unwrap();
     let policy = Policy::fifo(2);
-    let mut a = task::spawn(limiter.admit(&policy));
-    let mut b = task::spawn(limiter.admit(&policy));
+    let mut a = task::spawn(limiter.acquire(&policy));
+    let mut b = task::spawn(limiter.acquire(&policy));
     assert_pending!(a.poll());
     assert_pending!(b.poll());
     assert_eq!(limiter.waiting(), 2);
-    let err = limiter.admit(&policy).await.unwrap_err();
+    let err = limiter.acquire(&policy).await.unwrap_err();
     assert_eq!(err.reason(), Reason::QueueFull);
     drop(a);
     assert_eq!(limiter.waiting(), 1);
-    let mut c = task::spawn(limiter.admit(&policy));
+    let mut c = task::spawn(limiter.acquire(&policy));
     assert_pending!(c.poll());
     assert_eq!(limiter.waiting(), 2);
 }
@@ -52,7 +52,7 @@ fn served_order(order: Order) -> Vec<usize> {
         Order::Lifo => Policy::lifo(10),
     };
     let mut waiters: Vec<_> = (0..4)
-        .map(|_| task::spawn(limiter.admit(&policy)))
+        .map(|_| task::spawn(limiter.acquire(&policy)))
         .collect();
     for w in &mut waiters {
         assert_pending!(w.poll());
@@ -101,7 +101,7 @@ async fn queue_timeout_refuses_after_the_deadline() {
         let _held = limiter.try_acquire().unwrap();
         let start = tokio::time::Instant::now();
         let err = limiter
-            .admit(&policy.timeout(Duration::from_millis(250)))
+            .acquire(&policy.timeout(Duration::from_millis(250)))
             .await
             .unwrap_err();
         assert_eq!(err.reason(), Reason::TimedOut);
@@ -119,8 +119,8 @@ fn lifo_cancelled_after_handoff_passes_the_permit_on() {
     let limiter = Limiter::new(1);
     let held = limiter.try_acquire().unwrap();
     let policy = Policy::lifo(10);
-    let mut old = task::spawn(limiter.admit(&policy));
-    let mut new = task::spawn(limiter.admit(&policy));
+    let mut old = task::spawn(limiter.acquire(&policy));
+    let mut new = task::spawn(limiter.acquire(&policy));
     assert_pending!(old.poll());
     assert_pending!(new.poll());
     drop(held);
@@ -145,7 +145,7 @@ fn lifo_cancelled_after_handoff_passes_the_permit_on() {
 fn lifo_pump_leaves_the_queue_with_the_last_waiter() {
     let limiter = Limiter::new(1);
     let held = limiter.try_acquire().unwrap();
-    let mut lifo = task::spawn(limiter.admit(&Policy::lifo(10)));
+    let mut lifo = task::spawn(limiter.acquire(&Policy::lifo(10)));
     assert_pending!(lifo.poll());
     drop(lifo);
     assert_eq!(limiter.waiting(), 0);

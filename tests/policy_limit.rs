@@ -97,7 +97,7 @@ impl Service<u32> for Gated {
 /// `tower::BoxError` that downcasts to `Rejected { Full, limit 1 }`.
 #[tokio::test]
 async fn reject_when_full_fails_with_a_boxed_rejected_full() {
-    let layer = ConcurrencyLimitLayer::new(1).with_policy(Policy::reject());
+    let layer = ConcurrencyLimitLayer::new(1).policy(Policy::reject());
     let limiter = layer.limiter().clone();
     let svc = ServiceBuilder::new().layer(layer).service(echo());
 
@@ -135,7 +135,7 @@ impl std::error::Error for Boom {}
 /// refusal) and its permit comes back.
 #[tokio::test]
 async fn inner_errors_pass_through_as_box_error() {
-    let layer = ConcurrencyLimitLayer::new(1).with_policy(Policy::reject());
+    let layer = ConcurrencyLimitLayer::new(1).policy(Policy::reject());
     let limiter = layer.limiter().clone();
     let svc = ServiceBuilder::new()
         .layer(layer)
@@ -149,7 +149,7 @@ async fn inner_errors_pass_through_as_box_error() {
     // An inner service that already fails with BoxError keeps its error.
     let limiter = Limiter::new(1);
     let svc = ServiceBuilder::new()
-        .layer(ConcurrencyLimitLayer::from_limiter(limiter.clone()).with_policy(Policy::reject()))
+        .layer(ConcurrencyLimitLayer::from_limiter(limiter.clone()).policy(Policy::reject()))
         .service(service_fn(|x: u32| async move {
             Err::<u32, BoxError>(Box::new(Boom(x)))
         }));
@@ -162,7 +162,7 @@ async fn inner_errors_pass_through_as_box_error() {
 /// response is ready.
 #[tokio::test]
 async fn permit_released_when_the_response_completes() {
-    let layer = ConcurrencyLimitLayer::new(1).with_policy(Policy::reject());
+    let layer = ConcurrencyLimitLayer::new(1).policy(Policy::reject());
     let limiter = layer.limiter().clone();
     let (inner, mut entered, _) = gated();
     let svc = ServiceBuilder::new().layer(layer).service(inner);
@@ -185,7 +185,7 @@ async fn permit_released_when_the_response_completes() {
 /// gives the permit back at once.
 #[tokio::test]
 async fn permit_released_when_the_response_future_is_dropped() {
-    let layer = ConcurrencyLimitLayer::new(1).with_policy(Policy::reject());
+    let layer = ConcurrencyLimitLayer::new(1).policy(Policy::reject());
     let limiter = layer.limiter().clone();
     let (inner, mut entered, calls) = gated();
     let svc = ServiceBuilder::new().layer(layer).service(inner);
@@ -207,7 +207,7 @@ async fn permit_released_when_the_response_future_is_dropped() {
 /// keeps working.
 #[tokio::test]
 async fn permit_released_when_the_inner_service_panics() {
-    let layer = ConcurrencyLimitLayer::new(1).with_policy(Policy::reject());
+    let layer = ConcurrencyLimitLayer::new(1).policy(Policy::reject());
     let limiter = layer.limiter().clone();
     let svc = ServiceBuilder::new()
         .layer(layer)
@@ -244,7 +244,7 @@ async fn permit_released_when_the_inner_service_panics() {
 async fn bounded_queue_refuses_when_full_and_times_out_after_exactly_the_timeout() {
     let timeout = Duration::from_millis(100);
     for policy in [Policy::fifo(2), Policy::lifo(2)] {
-        let layer = ConcurrencyLimitLayer::new(1).with_policy(policy.timeout(timeout));
+        let layer = ConcurrencyLimitLayer::new(1).policy(policy.timeout(timeout));
         let limiter = layer.limiter().clone();
         let (inner, _entered, calls) = gated();
         let svc = ServiceBuilder::new().layer(layer).service(inner);
@@ -287,8 +287,8 @@ async fn bounded_queue_refuses_when_full_and_times_out_after_exactly_the_timeout
 /// then, and runs.
 #[tokio::test(start_paused = true)]
 async fn queued_request_admitted_before_its_deadline_runs() {
-    let layer = ConcurrencyLimitLayer::new(1)
-        .with_policy(Policy::fifo(1).timeout(Duration::from_millis(100)));
+    let layer =
+        ConcurrencyLimitLayer::new(1).policy(Policy::fifo(1).timeout(Duration::from_millis(100)));
     let limiter = layer.limiter().clone();
     let svc = ServiceBuilder::new().layer(layer).service(echo());
 
@@ -311,7 +311,7 @@ async fn queued_request_admitted_before_its_deadline_runs() {
 /// order in which the inner service was entered (each request holds the
 /// permit until the test opens its gate).
 async fn served_order(policy: Policy) -> Vec<u32> {
-    let layer = ConcurrencyLimitLayer::new(1).with_policy(policy);
+    let layer = ConcurrencyLimitLayer::new(1).policy(policy);
     let limiter = layer.limiter().clone();
     let (inner, mut entered, calls) = gated();
     let svc = ServiceBuilder::new().layer(layer).service(inner);
@@ -361,7 +361,7 @@ async fn dropping_a_queued_response_future_leaves_the_queue_and_takes_no_permit(
         Policy::fifo(4),
         Policy::lifo(4).timeout(Duration::from_secs(30)),
     ] {
-        let layer = ConcurrencyLimitLayer::new(1).with_policy(policy);
+        let layer = ConcurrencyLimitLayer::new(1).policy(policy);
         let limiter = layer.limiter().clone();
         let (inner, _entered, calls) = gated();
         let mut svc = ServiceBuilder::new().layer(layer).service(inner);
@@ -392,7 +392,7 @@ async fn a_long_lived_service_value_hoards_no_permit() {
         Policy::reject(),
         Policy::fifo(1).timeout(Duration::from_millis(50)),
     ] {
-        let layer = ConcurrencyLimitLayer::new(1).with_policy(policy);
+        let layer = ConcurrencyLimitLayer::new(1).policy(policy);
         let limiter = layer.limiter().clone();
         let mut svc = ServiceBuilder::new().layer(layer).service(echo());
 
@@ -420,7 +420,7 @@ async fn a_long_lived_service_value_hoards_no_permit() {
 /// runs once the permit is back.
 #[tokio::test]
 async fn works_under_service_builder_with_buffer_outside() {
-    let layer = ConcurrencyLimitLayer::new(1).with_policy(Policy::fifo(1));
+    let layer = ConcurrencyLimitLayer::new(1).policy(Policy::fifo(1));
     let limiter = layer.limiter().clone();
     let svc = ServiceBuilder::new().buffer(8).layer(layer).service(echo());
 
@@ -457,12 +457,12 @@ async fn lifo_waiters_outlive_a_newer_waiter_that_timed_out() {
     let limiter = Limiter::new(1);
     let (inner, mut entered, calls) = gated();
     let patient = ServiceBuilder::new()
-        .layer(ConcurrencyLimitLayer::from_limiter(limiter.clone()).with_policy(Policy::lifo(8)))
+        .layer(ConcurrencyLimitLayer::from_limiter(limiter.clone()).policy(Policy::lifo(8)))
         .service(inner.clone());
     let hasty = ServiceBuilder::new()
         .layer(
             ConcurrencyLimitLayer::from_limiter(limiter.clone())
-                .with_policy(Policy::lifo(8).timeout(Duration::from_millis(100))),
+                .policy(Policy::lifo(8).timeout(Duration::from_millis(100))),
         )
         .service(inner);
 
@@ -508,7 +508,7 @@ async fn fifo_and_lifo_services_on_one_limiter_are_all_served() {
     let (inner, mut entered, _) = gated();
     let with = |policy| {
         ServiceBuilder::new()
-            .layer(ConcurrencyLimitLayer::from_limiter(limiter.clone()).with_policy(policy))
+            .layer(ConcurrencyLimitLayer::from_limiter(limiter.clone()).policy(policy))
             .service(inner.clone())
     };
     let (fifo, lifo) = (with(Policy::fifo(8)), with(Policy::lifo(8)));
@@ -547,7 +547,7 @@ async fn fifo_and_lifo_services_on_one_limiter_are_all_served() {
 /// at once, one per new permit.
 #[tokio::test(start_paused = true)]
 async fn raising_the_limit_admits_the_newest_lifo_waiters_at_once() {
-    let layer = ConcurrencyLimitLayer::new(1).with_policy(Policy::lifo(8));
+    let layer = ConcurrencyLimitLayer::new(1).policy(Policy::lifo(8));
     let limiter = layer.limiter().clone();
     let (inner, mut entered, calls) = gated();
     let svc = ServiceBuilder::new().layer(layer).service(inner);

@@ -1,24 +1,22 @@
-//! The simulation harness (`--features sim`): determinism, the simulated
+//! The simulation harness (the `tower-concurrency-sim` crate in `sim/`): determinism, the simulated
 //! backend's sanity, the checker, and the issue's targets for every
 //! scenario × adaptive algorithm that meets them, with seeds 1 to 4.
 //!
 //! ```text
-//! cargo test --features sim --test simulation
-//! cargo test --release --features sim --test simulation -- knee::
+//! cargo test --test simulation
+//! cargo test --release --test simulation -- knee::
 //! ```
-
-#![cfg(feature = "sim")]
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tower_concurrency::adaptive::{LimitAlgorithm, Sample};
-use tower_concurrency::sim::{
+use tower_concurrency::{Limiter, Policy};
+use tower_concurrency_sim::{
     check, run, run_with, sweep, Algorithm, Bounds, Expect, Fate, Figure, Report, Scenario, Scope,
     FIXED_LIMITS,
 };
-use tower_concurrency::{Limiter, Policy};
 
 #[test]
 fn same_seed_same_report_and_another_seed_another() {
@@ -299,7 +297,7 @@ macro_rules! targets {
 // The recommended configurations, `Windowed<Vegas>` and
 // `Windowed<Gradient2>`, meet them everywhere. Left out, because they miss
 // a target (not weakened, not ignored; `cargo run --release --example
-// simulate --features sim -- all` shows the figures):
+// simulate -- all` shows the figures):
 //
 // - capacity-step: `aimd`, `windowed_aimd` (a fixed back-off ratio takes
 //   seconds to follow the loss of three quarters of the workers: p99 8-11x

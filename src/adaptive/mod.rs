@@ -13,7 +13,6 @@
 //! | [`Vegas`] | delay | estimates the queue from a no-load baseline rtt; grows while it is small, cuts to the served count plus a small band when it is long |
 //! | [`Gradient2`] | delay | compares the rtt with the no-load baseline; shrinks by that gradient, grows by a small queue allowance |
 //! | [`Windowed`] | any | feeds one of the above one averaged (or percentile) success per window; overloads pass through at once |
-//! | [`Fixed`] | none | never moves: a baseline |
 //!
 //! Recommended: `Windowed<Vegas>` or `Windowed<Gradient2>`, which meet every
 //! target of the simulation harness (see the crate README) in every
@@ -34,7 +33,7 @@
 //!   [`PolicyLimit`](crate::PolicyLimit)): [`DefaultClassifier`], a response
 //!   is a success and an error (a timeout, tower's `Overloaded`, a failed
 //!   connection) is overload;
-//! - HTTP ([`HttpLimit`](crate::http::HttpLimit)): `HttpClassifier`, by
+//! - HTTP ([`HttpLimit`](crate::http_limit::HttpLimit)): `HttpClassifier`, by
 //!   status code (`503`, `429`, `504`, `408` are overload; other `4xx` and
 //!   `5xx` are ignored). The sample is taken at the response head even
 //!   though the permit is held until the body ends: the head measures the
@@ -57,7 +56,7 @@
 //! let limiter = Limiter::adaptive(Windowed::new(Gradient2::new().initial(10).min(2)));
 //! let client = ServiceBuilder::new()
 //!     // a deadline inside the limit, so a timeout is an overload sample
-//!     .layer(ConcurrencyLimitLayer::from_limiter(limiter.clone()).with_policy(Policy::reject()))
+//!     .layer(ConcurrencyLimitLayer::from_limiter(limiter.clone()).policy(Policy::reject()))
 //!     .timeout(Duration::from_secs(1))
 //!     .service(service_fn(|x: u32| async move { Ok::<_, tower::BoxError>(x) }));
 //!
@@ -65,7 +64,7 @@
 //! assert!(limiter.limit() >= 2);
 //!
 //! // An operator can take over, and hand back:
-//! limiter.pin(16);
+//! limiter.set_limit(16);
 //! limiter.unpin();
 //! # Ok(())
 //! # }
@@ -79,8 +78,8 @@ mod aimd;
 mod classify;
 #[cfg(test)]
 mod clock;
-mod fixed;
 mod gradient2;
+mod rng;
 mod vegas;
 mod windowed;
 
@@ -90,7 +89,6 @@ use tokio::time::Instant;
 
 pub use self::aimd::Aimd;
 pub use self::classify::{Classify, DefaultClassifier};
-pub use self::fixed::Fixed;
 pub use self::gradient2::Gradient2;
 pub use self::vegas::Vegas;
 pub use self::windowed::{Aggregate, Windowed};
@@ -123,7 +121,7 @@ impl<A: LimitAlgorithm + ?Sized> LimitAlgorithm for Box<A> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sample {
     /// Round-trip time: from admission to the response (for HTTP, the
-    /// response head; see [`http`](crate::http)).
+    /// response head; see [`http_limit`](crate::http_limit)).
     pub rtt: Duration,
     /// Requests in flight when this one was admitted, itself included.
     pub in_flight: usize,

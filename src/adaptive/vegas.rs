@@ -10,10 +10,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::aimd::{reached, rounds_since, Overloads};
+use super::rng::XorShift;
 use super::{LimitAlgorithm, Sample};
 
-/// The seed of the default jitter generator (any non-zero value will do).
-const DEFAULT_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
 /// The ratio an overload multiplies the limit by.
 const BACKOFF: f64 = 0.9;
 /// A decrease on delay keeps at least this share of the in-flight count
@@ -181,7 +180,7 @@ pub struct Vegas {
 
 impl Default for Vegas {
     fn default() -> Self {
-        let mut rng = XorShift::new(DEFAULT_SEED);
+        let mut rng = XorShift::new(0);
         let probe_jitter = rng.jitter();
         Self {
             initial: 10,
@@ -473,32 +472,6 @@ impl RttFilter {
     pub(super) fn baseline(&self) -> Option<f64> {
         self.mins
             .map(|(_, current, previous)| current.min(previous))
-    }
-}
-
-/// xorshift64*: a tiny, deterministic generator for the probe jitter.
-#[derive(Debug, Clone)]
-struct XorShift(u64);
-
-impl XorShift {
-    fn new(seed: u64) -> Self {
-        // Zero is xorshift's fixed point.
-        Self(if seed == 0 { DEFAULT_SEED } else { seed })
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in `[0.5, 1)`.
-    fn jitter(&mut self) -> f64 {
-        let unit = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
-        0.5 + 0.5 * unit
     }
 }
 
@@ -839,15 +812,6 @@ mod tests {
         );
         assert_eq!(samples_until_probe(42), probes);
         assert_ne!(samples_until_probe(7), probes);
-    }
-
-    #[test]
-    fn jitter_is_in_range() {
-        let mut rng = XorShift::new(0);
-        for _ in 0..10_000 {
-            let j = rng.jitter();
-            assert!((0.5..1.0).contains(&j), "{j}");
-        }
     }
 
     #[test]

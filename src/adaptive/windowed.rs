@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::rng::XorShift;
 use super::{LimitAlgorithm, Sample};
 
 /// How a window's round trips are summed up into one.
@@ -18,9 +19,16 @@ pub enum Aggregate {
     Average,
     /// The round trip at this percentile, as a fraction in `[0, 1]`
     /// (`0.99` for p99), by nearest rank: the `ceil(p * n)`-th shortest
-    /// of `n` (the shortest for 0, the longest for 1).
+    /// of `n` (the shortest for 0, the longest for 1). A window keeps at
+    /// most 512 round trips for it: beyond that, the percentile of a
+    /// uniform random sample of 512 of them.
     Percentile(f64),
 }
+
+/// The most round trips a window keeps for a percentile: beyond it, a
+/// uniform sample of this many (so memory and the selection under the
+/// limiter's lock stay bounded however busy a window is).
+const RESERVOIR: usize = 512;
 
 /// A silence is longer than this many usual gaps between answers (and
 /// than a round trip).
@@ -297,21 +305,45 @@ impl Window {
     }
 }
 
-/// Round trips: their count and sum, and themselves when a percentile
-/// needs them.
-#[derive(Debug, Clone, Default)]
+/// Round trips: their count and sum, and, when a percentile needs them,
+/// a uniform sample of at most [`RESERVOIR`] of them.
+#[derive(Debug, Clone)]
 struct Rtts {
     count: usize,
     sum_nanos: u128,
+    /// Every round trip while there are at most [`RESERVOIR`]; then a
+    /// uniform random sample of that many (Vitter's algorithm R).
     kept: Vec<Duration>,
+    rng: XorShift,
+}
+
+impl Default for Rtts {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            sum_nanos: 0,
+            kept: Vec::new(),
+            rng: XorShift::new(0),
+        }
+    }
 }
 
 impl Rtts {
     fn add(&mut self, rtt: Duration, keep: bool) {
         self.count += 1;
         self.sum_nanos += rtt.as_nanos();
-        if keep {
+        if !keep {
+            return;
+        }
+        if self.kept.len() < RESERVOIR {
             self.kept.push(rtt);
+        } else {
+            // The n-th round trip replaces a kept one with probability
+            // RESERVOIR / n: every one seen is kept with that probability.
+            let slot = self.rng.below(self.count as u64) as usize;
+            if let Some(kept) = self.kept.get_mut(slot) {
+                *kept = rtt;
+            }
         }
     }
 
@@ -476,6 +508,56 @@ mod tests {
         assert_eq!(p(0.9), 90 * MS);
         assert_eq!(p(0.95), 100 * MS);
         assert_eq!(p(1.0), 100 * MS);
+    }
+
+    #[test]
+    fn a_busy_window_keeps_a_bounded_sample_for_its_percentile() {
+        let start = Instant::now();
+        // One window of 100 000 answers (all within min_window), with
+        // round trips 1..=100 000 µs in a scrambled order.
+        let mut w = Windowed::new(Recorder::default())
+            .aggregate(Aggregate::Percentile(0.9))
+            .min_samples(100_001)
+            .min_window(Duration::from_secs(10))
+            .max_window(Duration::from_secs(10));
+        let n = 100_000u64;
+        for i in 0..n {
+            let us = (i * 7_919) % n + 1;
+            w.update(&at(start, Duration::ZERO, Duration::from_micros(us), 1));
+            assert!(w.window.rtts.kept.len() <= RESERVOIR);
+        }
+        assert_eq!(w.window.rtts.count, n as usize);
+        assert!(w.window.rtts.kept.capacity() <= 2 * RESERVOIR);
+        // The closing answer: p90 of the sample, near 90 000 µs.
+        w.update(&at(
+            start,
+            Duration::from_secs(10),
+            Duration::from_micros(1),
+            1,
+        ));
+        let p90 = w.inner().seen[0].rtt.as_micros() as f64;
+        assert!((p90 / 90_000.0 - 1.0).abs() < 0.05, "{p90}");
+        // The mean still counts every one.
+        let mut w = Windowed::new(Recorder::default())
+            .min_samples(100_001)
+            .min_window(Duration::from_secs(10))
+            .max_window(Duration::from_secs(10));
+        for i in 0..n {
+            w.update(&at(
+                start,
+                Duration::ZERO,
+                Duration::from_micros(i % 100 + 1),
+                1,
+            ));
+        }
+        assert!(w.window.rtts.kept.is_empty());
+        w.update(&at(
+            start,
+            Duration::from_secs(10),
+            Duration::from_micros(50),
+            1,
+        ));
+        assert_eq!(w.inner().seen[0].rtt, Duration::from_nanos(50_500));
     }
 
     #[test]

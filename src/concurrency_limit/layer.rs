@@ -13,9 +13,13 @@ use crate::{InvalidLimit, Limiter, Policy, PolicyLimitLayer};
 /// `C` classifies responses for an adaptive limiter (see
 /// [`classifier`](Self::classifier)); a fixed limiter never calls it.
 #[derive(Debug, Clone)]
+#[must_use = "a layer does nothing until it wraps a service"]
 pub struct ConcurrencyLimitLayer<C = DefaultClassifier> {
     limiter: Limiter,
     classifier: C,
+    /// Whether [`classifier`](Self::classifier) was called: without one,
+    /// [`http`](Self::http) classifies by status code.
+    custom_classifier: bool,
 }
 
 impl ConcurrencyLimitLayer {
@@ -41,6 +45,7 @@ impl ConcurrencyLimitLayer {
         Self {
             limiter,
             classifier: DefaultClassifier,
+            custom_classifier: false,
         }
     }
 }
@@ -49,26 +54,36 @@ impl<C> ConcurrencyLimitLayer<C> {
     /// Decides what each response tells an adaptive limiter: success,
     /// overload or nothing (see [`Classify`](crate::adaptive::Classify)).
     /// The default counts a response as success and an error as overload.
+    #[must_use = "a builder method returns the changed value and changes nothing in place"]
     pub fn classifier<C2>(self, classifier: C2) -> ConcurrencyLimitLayer<C2> {
         ConcurrencyLimitLayer {
             limiter: self.limiter,
             classifier,
+            custom_classifier: true,
         }
     }
 
     /// The same limit, admitting under `policy` instead of only waiting:
     /// refused requests fail with [`Rejected`](crate::Rejected). See
     /// [`policy_limit`](crate::policy_limit).
-    pub fn with_policy(self, policy: Policy) -> PolicyLimitLayer<C> {
+    #[must_use = "a builder method returns the changed value and changes nothing in place"]
+    pub fn policy(self, policy: Policy) -> PolicyLimitLayer<C> {
         PolicyLimitLayer::new(self.limiter, policy).classifier(self.classifier)
     }
 
     /// The same limit for HTTP services: permits held until the response
     /// body ends, and a policy's refusals answered with a response. See
-    /// [`http`](crate::http). The HTTP layer classifies by status code.
+    /// [`http_limit`](crate::http_limit).
+    ///
+    /// A classifier set with [`classifier`](Self::classifier) comes along;
+    /// without one, the HTTP layer classifies as
+    /// [`HttpClassifier`](crate::http_limit::HttpClassifier) does (by status
+    /// code, and by `grpc-status` for gRPC).
     #[cfg(feature = "http")]
-    pub fn http(self) -> crate::http::HttpLimitLayer {
-        crate::http::HttpLimitLayer::from_limiter(self.limiter)
+    #[must_use = "a builder method returns the changed value and changes nothing in place"]
+    pub fn http(self) -> crate::http_limit::HttpLimitLayer<C> {
+        crate::http_limit::HttpLimitLayer::from_limiter(self.limiter)
+            .classifier_from_core(self.classifier, self.custom_classifier)
     }
 
     /// The limiter every service from this layer shares: read the limit,

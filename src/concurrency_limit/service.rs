@@ -57,6 +57,7 @@ impl<S> ConcurrencyLimit<S> {
 impl<S, C> ConcurrencyLimit<S, C> {
     /// Decides what each response tells an adaptive limiter; see
     /// [`ConcurrencyLimitLayer::classifier`](super::ConcurrencyLimitLayer::classifier).
+    #[must_use = "a builder method returns the changed value and changes nothing in place"]
     pub fn classifier<C2>(self, classifier: C2) -> ConcurrencyLimit<S, C2> {
         ConcurrencyLimit {
             inner: self.inner,

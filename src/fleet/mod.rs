@@ -4,7 +4,7 @@
 //! ```no_run
 //! use std::time::Duration;
 //! use tower_concurrency::fleet::Fleet;
-//! use tower_concurrency::http::HttpLimitLayer;
+//! use tower_concurrency::http_limit::HttpLimitLayer;
 //! use tower_concurrency::{Limiter, Policy};
 //!
 //! # async fn run() -> Result<(), tower_concurrency::fleet::FleetError> {

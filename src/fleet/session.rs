@@ -68,8 +68,11 @@ pub(crate) struct Session {
     is_queued: bool,
     learning: bool,
     next_renew: Instant,
-    /// No call before then (after an error, or while queued).
+    /// No call before then (after an error).
     retry_at: Instant,
+    error_backoff: Duration,
+    /// No ask for permits before then (queued, or just granted).
+    ask_at: Instant,
     backoff: Duration,
     idle_since: Option<Instant>,
     demanded: bool,
@@ -122,6 +125,8 @@ impl Session {
             learning: false,
             next_renew: sent + cfg.renew_every(),
             retry_at: sent,
+            error_backoff: cfg.retry_min,
+            ask_at: sent,
             backoff: cfg.retry_min,
             idle_since: None,
             demanded: false,
@@ -170,7 +175,7 @@ impl Session {
     fn hint(&mut self, hint: Option<Hint>) {
         match hint {
             Some(Hint::Want) => self.others_queued = true,
-            Some(Hint::Free) if self.is_queued => self.retry_at = Instant::now(),
+            Some(Hint::Free) if self.is_queued => self.ask_at = Instant::now(),
             Some(Hint::Free) => {}
             Some(Hint::Limit) => self.next_renew = Instant::now(),
             // Missed some: look at everything again.
@@ -194,7 +199,7 @@ impl Session {
         let mut wake = self.valid_until.min(self.next_renew.max(self.retry_at));
         let can_ask = self.capacity >= self.held;
         if can_ask && (self.is_queued || self.limiter.waiting() > 0) {
-            wake = wake.min(self.retry_at);
+            wake = wake.min(self.ask_at.max(self.retry_at));
         }
         // Draining, others wait, or the fleet is over its limit: look
         // often for permits coming back.
@@ -248,7 +253,7 @@ impl Session {
             self.exchange(Op::Release { n, dequeue: !wants }).await;
             return;
         }
-        if wants && self.capacity >= self.held {
+        if wants && self.capacity >= self.held && now >= self.ask_at {
             let idle = self.capacity.saturating_sub(in_flight);
             let need = waiting.saturating_sub(idle).max(1).min(self.limit.max(1));
             let extra = self
@@ -264,7 +269,7 @@ impl Session {
                     // Give the waiters a moment to take what came before
                     // asking again for those still waiting.
                     self.backoff = self.cfg.retry_min;
-                    self.retry_at = Instant::now() + self.cfg.retry_min;
+                    self.ask_at = Instant::now() + self.cfg.retry_min;
                 } else {
                     self.wait_turn(&reply);
                 }
@@ -282,7 +287,7 @@ impl Session {
         if reply.learning_ms > 0 {
             delay = delay.max(Duration::from_millis(reply.learning_ms).min(self.cfg.retry_max()));
         }
-        self.retry_at = Instant::now() + delay;
+        self.ask_at = Instant::now() + delay;
         self.backoff = (self.backoff * 2).min(self.cfg.retry_max());
     }
 
@@ -355,10 +360,8 @@ impl Session {
                     self.valid_until = sent + self.cfg.validity();
                     self.next_renew = sent + self.cfg.renew_every();
                 }
-                if !matches!(op, Op::Acquire { .. }) {
-                    self.backoff = self.cfg.retry_min;
-                    self.retry_at = Instant::now();
-                }
+                self.error_backoff = self.cfg.retry_min;
+                self.retry_at = Instant::now();
                 self.absorb(&reply);
                 Some(reply)
             }
@@ -391,9 +394,9 @@ impl Session {
             %error,
             "fleet store call failed"
         );
-        let delay = self.jitter(self.backoff);
+        let delay = self.jitter(self.error_backoff);
         self.retry_at = Instant::now() + delay;
-        self.backoff = (self.backoff * 2).min(self.cfg.retry_max());
+        self.error_backoff = (self.error_backoff * 2).min(self.cfg.retry_max());
     }
 
     /// Takes in the fleet's figures from a reply.

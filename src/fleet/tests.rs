@@ -34,7 +34,7 @@ fn take(fleet: &Fleet, n: usize, held: &Arc<Mutex<Vec<Permit>>>) -> Vec<JoinHand
             let limiter = fleet.limiter();
             let held = Arc::clone(held);
             tokio::spawn(async move {
-                let permit = limiter.acquire().await;
+                let permit = limiter.acquire(&Policy::wait()).await.expect("waits");
                 held.lock().unwrap().push(permit);
             })
         })
@@ -170,7 +170,7 @@ async fn unreachable_store_local_share_then_back() {
     // No request waits past its policy's timeout, whatever the store does.
     let policy = Policy::fifo(10).timeout(Duration::from_millis(100));
     let started = Instant::now();
-    let refused = a.limiter().admit(&policy).await;
+    let refused = a.limiter().acquire(&policy).await;
     assert!(refused.is_err());
     assert!(started.elapsed() <= Duration::from_millis(100));
     run_for(TTL.as_millis() as u64).await;
@@ -202,7 +202,7 @@ async fn fail_closed_and_fail_open() {
         store.set_down(true);
         run_for(TTL.as_millis() as u64).await;
         assert_eq!(a.limiter().limit(), expected, "{mode:?}");
-        let refused = a.limiter().admit(&Policy::reject()).await;
+        let refused = a.limiter().acquire(&Policy::reject()).await;
         assert_eq!(refused.is_err(), mode == Mode::FailClosed);
         store.set_down(false);
         drop(refused);
@@ -362,7 +362,7 @@ fn spawn_take(process: &mut Process, n: usize, oracle: &Arc<Oracle>) {
         let oracle = Arc::clone(oracle);
         process.tasks.push(tokio::spawn(async move {
             let policy = Policy::fifo(64).timeout(Duration::from_millis(500));
-            if let Ok(permit) = limiter.admit(&policy).await {
+            if let Ok(permit) = limiter.acquire(&policy).await {
                 let now = oracle.in_use.fetch_add(1, SeqCst) + 1;
                 let allowed = oracle.allowed();
                 if now > allowed {

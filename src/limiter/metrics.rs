@@ -102,7 +102,7 @@ impl Metrics {
         let Some(partitions) = shared.partitions.get() else {
             return;
         };
-        let stats = partitions.stats(shared.limit());
+        let stats = partitions.all_stats(shared.limit());
         let gauges = self.partitions.get_or_init(|| {
             stats
                 .iter()
@@ -169,14 +169,14 @@ impl Metrics {
     }
 
     fn partition(&self, partition: Partition) -> Option<&PartitionGauges> {
-        self.partitions.get()?.get(partition.0)
+        self.partitions.get()?.get(partition.index())
     }
 
     /// The limit is now `new`: its gauge and the guarantees that follow it.
     pub(super) fn limit_set(&self, new: usize, shared: &Shared) {
         self.limit.set(new as f64);
         if let (Some(gauges), Some(partitions)) = (self.partitions.get(), shared.partitions.get()) {
-            for (gauges, stats) in gauges.iter().zip(partitions.stats(new)) {
+            for (gauges, stats) in gauges.iter().zip(partitions.all_stats(new)) {
                 gauges.guaranteed.set(stats.guaranteed as f64);
             }
         }

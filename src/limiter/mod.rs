@@ -19,15 +19,15 @@
 //! assert_eq!(limiter.limit(), 128);
 //! ```
 //!
-//! The limiter also works without tower: [`Limiter::acquire`] waits for a
-//! [`Permit`], [`Limiter::try_acquire`] takes one only if it is free, and
-//! [`Limiter::admit`] follows a [`Policy`]: wait, refuse, or queue a bounded
-//! number of requests for a bounded time, oldest or newest first.
+//! The limiter also works without tower: [`Limiter::acquire`] takes a
+//! [`Permit`] under a [`Policy`] (wait, refuse, or queue a bounded number of
+//! requests for a bounded time, oldest or newest first), and
+//! [`Limiter::try_acquire`] takes one only if it is free, never waiting.
 //!
 //! [`ConcurrencyLimit`]: crate::ConcurrencyLimit
 //! [`ConcurrencyLimitLayer`]: crate::ConcurrencyLimitLayer
 
-mod admit;
+mod acquire;
 mod control;
 mod dispatch;
 mod error;
@@ -49,7 +49,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-pub use self::admit::Admit;
+pub use self::acquire::Acquire;
 pub use self::error::InvalidLimit;
 use self::observe::Cause;
 use self::partition::Partitions;
@@ -97,10 +97,10 @@ impl Limiter {
     /// [`set_limit`](Self::set_limit): no permit in use is revoked.
     ///
     /// ```
-    /// use tower_concurrency::adaptive::Fixed;
+    /// use tower_concurrency::adaptive::Vegas;
     /// use tower_concurrency::Limiter;
     ///
-    /// let limiter = Limiter::adaptive(Fixed(10));
+    /// let limiter = Limiter::adaptive(Vegas::new().initial(10));
     /// assert!(limiter.is_adaptive());
     /// assert_eq!(limiter.limit(), 10);
     /// ```
@@ -115,22 +115,25 @@ impl Limiter {
     /// tell several limits of one process apart. Unnamed, it reports as
     /// `"default"`.
     ///
-    /// Name it when building it, before it admits anything. With the
-    /// `metrics` feature, this registers its metrics with the recorder
-    /// installed now; an unnamed limiter registers at its first event.
+    /// A limiter's name is fixed once: by the first call to `named`, or,
+    /// if it reports anything before that, as `"default"` at that moment
+    /// (its metrics are registered under the name in force then). A later
+    /// call leaves the name as it is; [`name`](Self::name) says which
+    /// name is in force. So name a limiter when building it, as here. With
+    /// the `metrics` feature, naming registers its metrics with the
+    /// recorder installed now; an unnamed limiter registers at its first
+    /// event.
     ///
     /// ```
     /// use tower_concurrency::Limiter;
     ///
     /// let limiter = Limiter::new(64).named("api");
     /// assert_eq!(limiter.name(), "api");
+    /// // The first name stays.
+    /// let limiter = limiter.named("other");
+    /// assert_eq!(limiter.name(), "api");
     /// ```
-    ///
-    /// # Panics
-    ///
-    /// If the limiter has a name already or, with the `metrics` feature,
-    /// if it reported metrics already under the default name.
-    #[track_caller]
+    #[must_use]
     pub fn named(self, name: impl Into<Cow<'static, str>>) -> Self {
         self.shared.set_name(name.into());
         self
@@ -145,20 +148,6 @@ impl Limiter {
     /// Whether an algorithm moves this limit.
     pub fn is_adaptive(&self) -> bool {
         self.shared.is_adaptive()
-    }
-
-    /// Fixes the limit at `limit` until [`unpin`](Self::unpin): an adaptive
-    /// limiter's algorithm goes on learning but its answers are not
-    /// applied. On a fixed limiter this is [`set_limit`](Self::set_limit).
-    /// Returns the old limit.
-    ///
-    /// # Panics
-    ///
-    /// If `limit` is 0 or above [`InvalidLimit::MAX`], naming the value.
-    #[track_caller]
-    pub fn pin(&self, limit: usize) -> usize {
-        let limit = InvalidLimit::check(limit).unwrap_or_else(|e| panic!("{e}"));
-        self.shared.pin(Some(limit), Cause::Pin)
     }
 
     /// Hands an adaptive limit back to its algorithm, moving it at once to
@@ -178,7 +167,7 @@ impl Limiter {
     /// policy that does not queue refuses with [`Reason::Held`]. A later
     /// hold that ends sooner does not shorten this one. The HTTP layer calls
     /// this when an upstream answers `503` or `429` with `Retry-After` (see
-    /// [`HttpLimitLayer::honor_retry_after`](crate::http::HttpLimitLayer::honor_retry_after)).
+    /// [`HttpLimitLayer::honor_retry_after`](crate::http_limit::HttpLimitLayer::honor_retry_after)).
     pub fn hold_until(&self, until: tokio::time::Instant) {
         self.shared.hold_until(until);
     }
@@ -219,7 +208,9 @@ impl Limiter {
     /// retired now, and the rest of the cut is retired as permits come back,
     /// so new requests wait until fewer than `new` are in flight.
     ///
-    /// On an adaptive limiter this [pins](Self::pin) the limit.
+    /// On an adaptive limiter this pins the limit: the algorithm goes on
+    /// learning, but its answers are not applied until
+    /// [`unpin`](Self::unpin).
     ///
     /// # Panics
     ///
@@ -237,25 +228,17 @@ impl Limiter {
         Ok(self.shared.pin(Some(new), Cause::SetLimit))
     }
 
-    /// Takes a permit if one is free now, without queueing.
+    /// Takes a permit if one is free now, never waiting.
     #[inline]
     pub fn try_acquire(&self) -> Option<Permit> {
         self.shared.try_acquire()
     }
 
-    /// Waits for a permit. Waiters are served first in, first out;
-    /// dropping the future leaves the queue without taking a permit.
-    pub async fn acquire(&self) -> Permit {
-        match self.try_acquire() {
-            Some(permit) => permit,
-            None => Arc::clone(&self.shared).wait().await,
-        }
-    }
-
     /// Takes a permit under `policy`: at once if one is free, else as the
     /// policy says (wait, refuse, or queue a bounded time in FIFO or LIFO
     /// order). Every waiter of one limiter shares its queue and its count
-    /// in [`waiting`](Self::waiting), whatever its policy.
+    /// in [`waiting`](Self::waiting), whatever its policy. Dropping the
+    /// future leaves the queue at once and takes no permit.
     ///
     /// ```
     /// use tower_concurrency::{Limiter, Policy, Reason};
@@ -263,21 +246,22 @@ impl Limiter {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let limiter = Limiter::new(1);
-    /// let held = limiter.admit(&Policy::reject()).await.unwrap();
-    /// let refused = limiter.admit(&Policy::reject()).await.unwrap_err();
+    /// let held = limiter.acquire(&Policy::reject()).await.unwrap();
+    /// let refused = limiter.acquire(&Policy::reject()).await.unwrap_err();
     /// assert_eq!(refused.reason(), Reason::Full);
     /// drop(held);
-    /// assert!(limiter.admit(&Policy::reject()).await.is_ok());
+    /// assert!(limiter.acquire(&Policy::wait()).await.is_ok());
     /// # }
     /// ```
-    pub fn admit(&self, policy: &Policy) -> Admit {
-        Admit::new(&self.shared, policy, None)
+    pub fn acquire(&self, policy: &Policy) -> Acquire {
+        Acquire::new(&self.shared, policy, None)
     }
 
-    /// Like [`admit`](Self::admit), for a request of `partition` (`None`:
-    /// it matched no partition). See [`partitioned`](Self::partitioned).
-    pub fn admit_in(&self, policy: &Policy, partition: Option<Partition>) -> Admit {
-        Admit::new(&self.shared, policy, partition)
+    /// Like [`acquire`](Self::acquire), for a request of `partition`
+    /// (`None`: it matched no partition). See
+    /// [`partitioned`](Self::partitioned).
+    pub fn acquire_in(&self, policy: &Policy, partition: Option<Partition>) -> Acquire {
+        Acquire::new(&self.shared, policy, partition)
     }
 
     /// Splits the limit into named partitions with guaranteed shares, such
@@ -294,50 +278,55 @@ impl Limiter {
     /// Shares follow the limit as it moves (adaptive limits included).
     ///
     /// Shares must each be above 0 and add up to at most 1; a limiter is
-    /// partitioned once. Requests are placed in partitions by the HTTP
-    /// layer's [`partition_by`](crate::http::HttpLimitLayer::partition_by),
-    /// or by [`admit_in`](Self::admit_in).
+    /// partitioned once. It hands back the limiter and one [`Partition`]
+    /// handle per share, in the order given, so a request is placed in a
+    /// partition by its handle, never by a name that could be misspelt:
+    /// through the HTTP layer's
+    /// [`partition_by`](crate::http_limit::HttpLimitLayer::partition_by), or
+    /// [`acquire_in`](Self::acquire_in).
     ///
     /// ```
     /// use tower_concurrency::Limiter;
     ///
-    /// let limiter = Limiter::new(100).partitioned([("live", 0.9), ("batch", 0.1)])?;
-    /// let live = limiter.partition("live").unwrap();
-    /// let stats = limiter.partition_stats();
-    /// assert_eq!((stats[0].name.as_str(), stats[0].guaranteed), ("live", 90));
-    /// # let _ = live;
+    /// let (limiter, [live, batch]) = Limiter::new(100).partitioned([("live", 0.9), ("batch", 0.1)])?;
+    /// let stats = limiter.partition_stats(live).unwrap();
+    /// assert_eq!((stats.name.as_str(), stats.guaranteed), ("live", 90));
+    /// assert_eq!(limiter.partition_stats(batch).unwrap().guaranteed, 10);
     /// # Ok::<(), tower_concurrency::InvalidShares>(())
     /// ```
-    pub fn partitioned<N: Into<String>>(
+    pub fn partitioned<N: Into<String>, const P: usize>(
         self,
-        shares: impl IntoIterator<Item = (N, f64)>,
-    ) -> Result<Self, InvalidShares> {
+        shares: [(N, f64); P],
+    ) -> Result<(Self, [Partition; P]), InvalidShares> {
         let partitions = Partitions::new(shares)?;
+        let handles = std::array::from_fn(|i| partitions.handle(i));
         self.shared
             .partitions
             .set(partitions)
             .map_err(|_| InvalidShares::already_partitioned())?;
         self.shared.on_partitioned();
-        Ok(self)
+        Ok((self, handles))
     }
 
-    /// The partition named `name`, if this limiter has it.
-    pub fn partition(&self, name: &str) -> Option<Partition> {
-        self.shared.partitions.get()?.find(name)
+    /// `partition`'s share, guarantee at the current limit, and permits
+    /// held now; `None` for a partition of another limiter.
+    pub fn partition_stats(&self, partition: Partition) -> Option<PartitionStats> {
+        let partitions = self.shared.partitions.get()?;
+        partitions.stats(partition, self.limit())
     }
 
-    /// Each partition's share, guarantee at the current limit, and permits
-    /// held now; empty for a limiter without partitions.
-    pub fn partition_stats(&self) -> Vec<PartitionStats> {
+    /// Every partition's [stats](Self::partition_stats), in the order the
+    /// shares were given; empty for a limiter without partitions.
+    pub fn partitions(&self) -> Vec<PartitionStats> {
         self.shared
             .partitions
             .get()
-            .map(|p| p.stats(self.limit()))
+            .map(|p| p.all_stats(self.limit()))
             .unwrap_or_default()
     }
 
     /// Requests that skipped this limit through a bypass rule (see
-    /// [`HttpLimitLayer::bypass`](crate::http::HttpLimitLayer::bypass)).
+    /// [`HttpLimitLayer::bypass`](crate::http_limit::HttpLimitLayer::bypass)).
     pub fn bypassed(&self) -> u64 {
         self.shared.bypassed()
     }

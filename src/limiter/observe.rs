@@ -37,8 +37,6 @@ pub(super) struct Observer {
 pub(super) enum Cause {
     /// [`Limiter::set_limit`](crate::Limiter::set_limit) or `try_set_limit`.
     SetLimit,
-    /// [`Limiter::pin`](crate::Limiter::pin).
-    Pin,
     /// [`Limiter::unpin`](crate::Limiter::unpin).
     Unpin,
     /// An adaptive limiter's algorithm.
@@ -53,7 +51,6 @@ impl Cause {
     pub(super) fn as_str(self) -> &'static str {
         match self {
             Cause::SetLimit => "set_limit",
-            Cause::Pin => "pin",
             Cause::Unpin => "unpin",
             Cause::Algorithm => "algorithm",
             Cause::Lease => "lease",
@@ -109,29 +106,21 @@ impl Shared {
         self.observer.name.get().map_or(DEFAULT_NAME, |name| name)
     }
 
-    /// Names this limiter, once, before it reports anything.
-    #[track_caller]
+    /// The name to report under, fixed from now on: reporting under one
+    /// name and then another would split the limiter's figures.
+    #[cfg(any(feature = "tracing", feature = "metrics"))]
+    pub(super) fn reported_name(&self) -> &str {
+        self.observer
+            .name
+            .get_or_init(|| Cow::Borrowed(DEFAULT_NAME))
+    }
+
+    /// Names this limiter unless its name is fixed already.
     pub(super) fn set_name(&self, name: Cow<'static, str>) {
-        #[track_caller]
-        fn named_already(name: &str, current: &str) -> ! {
-            panic!("cannot name this limiter {name:?}: it is named {current:?} already")
+        if self.observer.name.set(name).is_ok() {
+            #[cfg(feature = "metrics")]
+            self.metrics();
         }
-        if let Some(current) = self.observer.name.get() {
-            named_already(&name, current);
-        }
-        #[cfg(feature = "metrics")]
-        if self.observer.metrics.get().is_some() {
-            panic!(
-                "cannot name this limiter {name:?}: it was used before it was named, and its \
-                 metrics are registered under the name {DEFAULT_NAME:?} (name a limiter when \
-                 building it)"
-            );
-        }
-        if let Err(name) = self.observer.name.set(name) {
-            named_already(&name, self.name());
-        }
-        #[cfg(feature = "metrics")]
-        self.metrics();
     }
 
     /// The metric handles, registered on first use.
@@ -140,7 +129,7 @@ impl Shared {
     fn metrics(&self) -> &Metrics {
         self.observer
             .metrics
-            .get_or_init(|| Metrics::register(self.name(), self))
+            .get_or_init(|| Metrics::register(self.reported_name(), self))
     }
 
     /// A request took a free permit without waiting.

@@ -1,24 +1,30 @@
 //! Partitions of one limit with guaranteed shares.
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 
-/// A partition of a partitioned [`Limiter`](crate::Limiter), found by name
-/// with [`Limiter::partition`](crate::Limiter::partition).
+/// A partition of a partitioned [`Limiter`](crate::Limiter), handed back by
+/// [`Limiter::partitioned`](crate::Limiter::partitioned).
+///
+/// It knows which limiter it belongs to: given to another limiter, it
+/// counts in no partition there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Partition(pub(super) usize);
+pub struct Partition {
+    /// Which set of partitions (one per partitioned limiter) it is of.
+    owner: u32,
+    /// Its place in that set.
+    index: u32,
+}
 
 impl Partition {
-    /// Its index as a permit stores it (a limiter has far fewer than
-    /// `u32::MAX` partitions).
-    pub(super) fn index(self) -> u32 {
-        self.0 as u32
-    }
-
-    pub(super) fn from_index(index: u32) -> Self {
-        Self(index as usize)
+    /// Its place among its limiter's partitions.
+    pub(super) fn index(self) -> usize {
+        self.index as usize
     }
 }
+
+/// Tells the partitions of different limiters apart.
+static OWNERS: AtomicU32 = AtomicU32::new(0);
 
 /// Shares that cannot partition a limit: a share outside 0–1, shares that
 /// add up to more than 1, a repeated or empty name, or a limiter that was
@@ -57,6 +63,8 @@ pub struct PartitionStats {
     pub guaranteed: usize,
     /// The permits it holds now.
     pub in_flight: usize,
+    /// Its handle.
+    pub partition: Partition,
 }
 
 struct Entry {
@@ -67,6 +75,7 @@ struct Entry {
 
 /// The partitions of one limiter.
 pub(super) struct Partitions {
+    owner: u32,
     entries: Vec<Entry>,
 }
 
@@ -106,56 +115,73 @@ impl Partitions {
                 "partition shares add up to {total}: at most 1 (100%)"
             )));
         }
-        Ok(Self { entries })
+        let owner = OWNERS.fetch_add(1, Relaxed);
+        Ok(Self { owner, entries })
     }
 
-    pub(super) fn find(&self, name: &str) -> Option<Partition> {
-        self.entries
-            .iter()
-            .position(|e| e.name == name)
-            .map(Partition)
+    /// The handle of the partition at `index`.
+    pub(super) fn handle(&self, index: usize) -> Partition {
+        Partition {
+            owner: self.owner,
+            index: index as u32,
+        }
+    }
+
+    /// How many partitions there are.
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The entry of `partition`, if it is one of these.
+    fn entry(&self, partition: Partition) -> Option<&Entry> {
+        (partition.owner == self.owner)
+            .then(|| self.entries.get(partition.index()))
+            .flatten()
     }
 
     /// `max(1, ceil(limit × share))`, where a product within rounding
     /// error of a whole number (100 × 0.07 is 7.000000000000001) counts as
     /// that number.
     pub(super) fn guaranteed(&self, partition: Partition, limit: usize) -> usize {
-        let share = self.entries.get(partition.0).map_or(0.0, |e| e.share);
+        let share = self.entry(partition).map_or(0.0, |e| e.share);
         ((limit as f64 * share - 1e-9).ceil() as usize).max(1)
     }
 
     pub(super) fn in_flight(&self, partition: Partition) -> usize {
-        self.entries
-            .get(partition.0)
+        self.entry(partition)
             .map_or(0, |e| e.in_flight.load(SeqCst))
     }
 
     /// Counts a permit in `partition`; false for a partition this limiter
     /// does not have (one taken from another limiter).
     pub(super) fn join(&self, partition: Partition) -> bool {
-        self.entries
-            .get(partition.0)
+        self.entry(partition)
             .map(|e| e.in_flight.fetch_add(1, SeqCst))
             .is_some()
     }
 
     pub(super) fn leave(&self, partition: Partition) {
-        if let Some(entry) = self.entries.get(partition.0) {
+        if let Some(entry) = self.entry(partition) {
             entry.in_flight.fetch_sub(1, SeqCst);
         }
     }
 
-    pub(super) fn stats(&self, limit: usize) -> Vec<PartitionStats> {
+    /// `partition`'s stats at `limit`, if it is one of these.
+    pub(super) fn stats(&self, partition: Partition, limit: usize) -> Option<PartitionStats> {
+        let entry = self.entry(partition)?;
+        Some(PartitionStats {
+            name: entry.name.clone(),
+            share: entry.share,
+            guaranteed: self.guaranteed(partition, limit),
+            in_flight: entry.in_flight.load(SeqCst),
+            partition,
+        })
+    }
+
+    /// Every partition's stats at `limit`, in order.
+    pub(super) fn all_stats(&self, limit: usize) -> Vec<PartitionStats> {
         (0..self.entries.len())
-            .map(|i| {
-                let entry = &self.entries[i];
-                PartitionStats {
-                    name: entry.name.clone(),
-                    share: entry.share,
-                    guaranteed: self.guaranteed(Partition(i), limit),
-                    in_flight: self.in_flight(Partition(i)),
-                }
-            })
+            .filter_map(|i| self.stats(self.handle(i), limit))
             .collect()
     }
 }

@@ -78,14 +78,8 @@ impl Permit {
         let partitions = self.shared.partitions.get();
         if partitions.is_some_and(|p| p.join(partition)) {
             self.shared.on_joined(partition);
-            self.partition = partition.index();
+            self.partition = partition.index() as u32;
         }
-    }
-
-    /// Stops counting this permit in its partition, to hand it on.
-    pub(super) fn leave(mut self) -> Self {
-        self.leave_partition();
-        self
     }
 
     #[inline]
@@ -93,8 +87,9 @@ impl Permit {
         if self.partition == NO_PARTITION {
             return;
         }
-        let partition = Partition::from_index(std::mem::replace(&mut self.partition, NO_PARTITION));
+        let index = std::mem::replace(&mut self.partition, NO_PARTITION);
         if let Some(partitions) = self.shared.partitions.get() {
+            let partition = partitions.handle(index as usize);
             partitions.leave(partition);
             self.shared.on_left(partition);
         }
@@ -102,7 +97,8 @@ impl Permit {
 
     /// The partition this permit counts in, if any.
     pub fn partition(&self) -> Option<Partition> {
-        (self.partition != NO_PARTITION).then(|| Partition::from_index(self.partition))
+        let partitions = self.shared.partitions.get()?;
+        (self.partition != NO_PARTITION).then(|| partitions.handle(self.partition as usize))
     }
 
     /// Whether [`record`](Self::record) would teach the limiter something:

@@ -20,6 +20,7 @@ use std::time::Duration;
 /// assert_eq!(policy.max_waiting(), Some(100));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a policy does nothing until a layer or `Limiter::admit` uses it"]
 pub struct Policy {
     max_waiting: Option<usize>,
     timeout: Option<Duration>,
@@ -74,6 +75,7 @@ impl Policy {
     }
 
     /// Gives up waiting after `timeout`.
+    #[must_use = "`timeout` returns a new policy; the policy it is called on is unchanged"]
     pub const fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self

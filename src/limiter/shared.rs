@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::Seq
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use crossbeam_utils::CachePadded;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -66,11 +67,11 @@ impl Shared {
 
     fn with_control(limit: usize, control: Option<Control>) -> Self {
         Self {
-            semaphore: CachePadded(Semaphore::new(limit)),
-            spare: CachePadded(AtomicUsize::new(0)),
+            semaphore: CachePadded::new(Semaphore::new(limit)),
+            spare: CachePadded::new(AtomicUsize::new(0)),
             limit: AtomicUsize::new(limit),
             debt: AtomicUsize::new(0),
-            waiting: CachePadded(AtomicUsize::new(0)),
+            waiting: CachePadded::new(AtomicUsize::new(0)),
             resize: Mutex::new(()),
             dispatch: Mutex::default(),
             partitions: OnceLock::new(),
@@ -106,7 +107,7 @@ impl Shared {
     /// A permit for a slot just taken; an adaptive limiter's permit notes
     /// when it was admitted and how many were in flight.
     #[inline]
-    fn permit(self: &Arc<Self>) -> Permit {
+    pub(super) fn permit(self: &Arc<Self>) -> Permit {
         Arc::clone(self).into_permit()
     }
 
@@ -243,6 +244,11 @@ impl Shared {
         }
     }
 
+    /// Waits for a slot in the semaphore's queue, for the dispatcher.
+    pub(super) async fn pump(self: Arc<Self>) {
+        self.queued_slot().await;
+    }
+
     /// Waits for a permit in the semaphore's queue; callers that count
     /// themselves hold a [`QueuePlace`].
     pub(super) async fn acquire_queued(self: Arc<Self>) -> Permit {
@@ -255,7 +261,7 @@ impl Shared {
     /// partition, which only gets spare capacity.
     pub(super) async fn wait(self: Arc<Self>) -> Permit {
         let since = Stopwatch::start();
-        let waiting = (Counted::enter(&self.waiting.0), self.watch_queue());
+        let waiting = (Counted::enter(&self.waiting), self.watch_queue());
         if self.partitions.get().is_some() {
             let class = Class {
                 lifo: false,
@@ -334,7 +340,7 @@ impl Shared {
 
     /// Retires one slot against the debt, if anything is owed.
     #[inline]
-    fn pay_debt(&self) -> bool {
+    pub(super) fn pay_debt(&self) -> bool {
         self.debt.load(SeqCst) != 0
             && self
                 .debt
@@ -366,18 +372,6 @@ impl Shared {
     }
 }
 
-/// Keeps its value on a cache line of its own.
-#[repr(align(64))]
-struct CachePadded<T>(T);
-
-impl<T> std::ops::Deref for CachePadded<T> {
-    type Target = T;
-
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
-
 /// One caller counted in `waiting` while it lives.
 struct Counted<'a>(&'a AtomicUsize);
 
@@ -401,5 +395,23 @@ impl Drop for QueuePlace {
     fn drop(&mut self) {
         self.0.waiting.fetch_sub(1, SeqCst);
         self.0.on_unqueued();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Adjacent-line prefetch on x86_64 and aarch64 pulls cache lines in
+    /// pairs: the contended fields sit 128 bytes apart there.
+    #[test]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    fn contended_fields_are_128_bytes_apart() {
+        assert_eq!(std::mem::align_of::<CachePadded<AtomicUsize>>(), 128);
+        let shared = Shared::new(1);
+        let at = |p: *const u8| p as usize;
+        let spare = at((&*shared.spare as *const AtomicUsize).cast());
+        let waiting = at((&*shared.waiting as *const AtomicUsize).cast());
+        assert!(spare.abs_diff(waiting) >= 128);
     }
 }

@@ -13,7 +13,7 @@ use super::Rejected;
 pub(super) fn admitted(shared: &Shared) {
     tracing::trace!(
         target: "tower_concurrency",
-        limiter = shared.name(),
+        limiter = shared.reported_name(),
         in_flight = shared.in_flight(),
         limit = shared.limit(),
         "permit acquired without waiting"
@@ -24,7 +24,7 @@ pub(super) fn admitted(shared: &Shared) {
 pub(super) fn admitted_after(shared: &Shared, waited: Duration) {
     tracing::debug!(
         target: "tower_concurrency",
-        limiter = shared.name(),
+        limiter = shared.reported_name(),
         waited = ?waited,
         in_flight = shared.in_flight(),
         waiting = shared.waiting(),
@@ -37,7 +37,7 @@ pub(super) fn admitted_after(shared: &Shared, waited: Duration) {
 pub(super) fn rejected(shared: &Shared, rejected: &Rejected) {
     tracing::debug!(
         target: "tower_concurrency",
-        limiter = shared.name(),
+        limiter = shared.reported_name(),
         reason = reason_label(rejected.reason()),
         scope = if rejected.is_per_key() { "key" } else { "service" },
         limit = rejected.limit(),
@@ -52,7 +52,7 @@ pub(super) fn rejected(shared: &Shared, rejected: &Rejected) {
 pub(super) fn bypassed(shared: &Shared) {
     tracing::trace!(
         target: "tower_concurrency",
-        limiter = shared.name(),
+        limiter = shared.reported_name(),
         "request bypassed the limit"
     );
 }
@@ -65,16 +65,16 @@ pub(super) fn limit_set(shared: &Shared, old: usize, new: usize, cause: Cause) {
         Cause::Algorithm | Cause::Lease if old == new => {}
         Cause::Algorithm | Cause::Lease => tracing::debug!(
             target: "tower_concurrency",
-            limiter = shared.name(),
+            limiter = shared.reported_name(),
             old,
             new,
             cause = cause.as_str(),
             in_flight = shared.in_flight(),
             "concurrency limit changed"
         ),
-        Cause::SetLimit | Cause::Pin | Cause::Unpin => tracing::info!(
+        Cause::SetLimit | Cause::Unpin => tracing::info!(
             target: "tower_concurrency",
-            limiter = shared.name(),
+            limiter = shared.reported_name(),
             old,
             new,
             cause = cause.as_str(),

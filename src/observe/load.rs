@@ -31,7 +31,7 @@ impl<S, C> Load for PolicyLimit<S, C> {
 }
 
 #[cfg(feature = "http")]
-impl<S, C> Load for crate::http::HttpLimit<S, C> {
+impl<S, C> Load for crate::http_limit::HttpLimit<S, C> {
     type Metric = f64;
 
     /// `(in_flight + waiting) / limit` of its limiter: see

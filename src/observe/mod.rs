@@ -17,7 +17,7 @@
 //! limiter of a process its own name:
 //!
 //! ```
-//! use tower_concurrency::http::HttpLimitLayer;
+//! use tower_concurrency::http_limit::HttpLimitLayer;
 //! use tower_concurrency::Limiter;
 //!
 //! let api = HttpLimitLayer::from_limiter(Limiter::new(64).named("api"));
@@ -34,12 +34,12 @@
 //!
 //! | message | level | when | fields |
 //! | --- | --- | --- | --- |
-//! | `permit acquired after waiting` | `DEBUG` | a request got its permit after queueing for it (in [`ConcurrencyLimit`](crate::ConcurrencyLimit)'s `poll_ready`, [`Limiter::acquire`](crate::Limiter::acquire) or [`Limiter::admit`](crate::Limiter::admit)) | `waited` (a duration), `in_flight`, `waiting`, `limit` |
+//! | `permit acquired after waiting` | `DEBUG` | a request got its permit after queueing for it (in [`ConcurrencyLimit`](crate::ConcurrencyLimit)'s `poll_ready` or [`Limiter::acquire`](crate::Limiter::acquire)) | `waited` (a duration), `in_flight`, `waiting`, `limit` |
 //! | `request rejected` | `DEBUG` | a request was refused (see [`Rejected`](crate::Rejected)) | `reason`, `scope`, `limit` (the one that refused: the concurrency limit, the per-key limit or the number of keys), `waited`, `in_flight`, `waiting` |
-//! | `concurrency limit changed` | `INFO` | [`set_limit`](crate::Limiter::set_limit), [`try_set_limit`](crate::Limiter::try_set_limit), [`pin`](crate::Limiter::pin) or [`unpin`](crate::Limiter::unpin) moved the limit: an operator's action, logged at every call | `old`, `new`, `cause` (`set_limit`, `pin`, `unpin`), `in_flight` |
+//! | `concurrency limit changed` | `INFO` | [`set_limit`](crate::Limiter::set_limit), [`try_set_limit`](crate::Limiter::try_set_limit) or [`unpin`](crate::Limiter::unpin) moved the limit: an operator's action, logged at every call | `old`, `new`, `cause` (`set_limit`, `unpin`), `in_flight` |
 //! | `concurrency limit changed` | `DEBUG` | an adaptive limiter's algorithm moved the limit (answers that leave it where it is log nothing) | `old`, `new`, `cause` (`algorithm`), `in_flight` |
 //! | `permit acquired without waiting` | `TRACE` | a request took a free permit | `in_flight`, `limit` |
-//! | `request bypassed the limit` | `TRACE` | a request skipped the limit through a [bypass rule](crate::http::HttpLimitLayer::bypass) | |
+//! | `request bypassed the limit` | `TRACE` | a request skipped the limit through a [bypass rule](crate::http_limit::HttpLimitLayer::bypass) | |
 //!
 //! `reason` is one of `full`, `queue_full`, `timed_out`, `held`,
 //! `key_full` and `too_many_keys` (the [`Reason`](crate::Reason)s), and
@@ -98,7 +98,7 @@
 //!
 //! With the `load` feature, [`ConcurrencyLimit`](crate::ConcurrencyLimit),
 //! [`PolicyLimit`](crate::PolicyLimit) and
-//! [`HttpLimit`](crate::http::HttpLimit) implement `tower::load::Load`, so
+//! [`HttpLimit`](crate::http_limit::HttpLimit) implement `tower::load::Load`, so
 //! tower's power-of-two-choices balancer (`tower::balance::p2c`) can send
 //! each request to the least loaded of two limited backends. The metric is
 //! an `f64`, the demand on the limiter per permit:

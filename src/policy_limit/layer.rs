@@ -6,9 +6,10 @@ use crate::{Limiter, Policy};
 
 /// Applies a shared limit with an overload [`Policy`] to every service it
 /// wraps. Build it with
-/// [`ConcurrencyLimitLayer::with_policy`](crate::ConcurrencyLimitLayer::with_policy)
+/// [`ConcurrencyLimitLayer::policy`](crate::ConcurrencyLimitLayer::policy)
 /// or [`PolicyLimitLayer::new`].
 #[derive(Debug, Clone)]
+#[must_use = "a layer does nothing until it wraps a service"]
 pub struct PolicyLimitLayer<C = DefaultClassifier> {
     limiter: Limiter,
     policy: Policy,
@@ -30,6 +31,7 @@ impl<C> PolicyLimitLayer<C> {
     /// Decides what each inner result tells an adaptive limiter (default:
     /// a response is success, an error overload). See
     /// [`Classify`](crate::adaptive::Classify).
+    #[must_use = "a builder method returns the changed value and changes nothing in place"]
     pub fn classifier<C2>(self, classifier: C2) -> PolicyLimitLayer<C2> {
         PolicyLimitLayer {
             limiter: self.limiter,
@@ -43,9 +45,11 @@ impl<C> PolicyLimitLayer<C> {
         &self.limiter
     }
 
-    /// The policy requests are admitted under.
-    pub fn policy(&self) -> &Policy {
-        &self.policy
+    /// Admits under `policy` instead of the one given so far.
+    #[must_use = "a builder method returns the changed value and changes nothing in place"]
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
     }
 }
 

@@ -14,7 +14,7 @@
 //! taking a permit. The inner service must be `Clone` (the ready service
 //! travels in the response future and a clone takes its place).
 //!
-//! For HTTP services, [`http`](crate::http) answers refusals with a `503`
+//! For HTTP services, [`http_limit`](crate::http_limit) answers refusals with a `503`
 //! or `429` response instead of an error.
 //!
 //! # Example
@@ -27,7 +27,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let layer = ConcurrencyLimitLayer::new(1)
-//!     .with_policy(Policy::fifo(10).timeout(Duration::from_millis(100)));
+//!     .policy(Policy::fifo(10).timeout(Duration::from_millis(100)));
 //! let limiter = layer.limiter().clone();
 //! let svc = tower::ServiceBuilder::new()
 //!     .layer(layer)
@@ -41,6 +41,20 @@
 //! drop(held);
 //! assert_eq!(svc.oneshot(2).await.unwrap(), 2);
 //! # }
+//! ```
+//!
+//! Policies, layers and their builder methods are `#[must_use]`: a policy
+//! is `Copy`, so a builder call whose result is dropped would silently
+//! change nothing.
+//!
+//! ```compile_fail
+//! #![deny(unused_must_use)]
+//! use std::time::Duration;
+//! use tower_concurrency::Policy;
+//!
+//! let policy = Policy::fifo(8);
+//! policy.timeout(Duration::from_millis(100)); // error: the new policy is dropped
+//! # let _ = policy;
 //! ```
 //!
 //! [`Policy`]: crate::Policy

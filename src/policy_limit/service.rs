@@ -33,6 +33,7 @@ impl<S> PolicyLimit<S> {
 impl<S, C> PolicyLimit<S, C> {
     /// Decides what each inner result tells an adaptive limiter; see
     /// [`PolicyLimitLayer::classifier`](super::PolicyLimitLayer::classifier).
+    #[must_use]
     pub fn classifier<C2>(self, classifier: C2) -> PolicyLimit<S, C2> {
         PolicyLimit {
             inner: self.inner,
@@ -45,6 +46,11 @@ impl<S, C> PolicyLimit<S, C> {
     /// The limiter this service draws from.
     pub fn limiter(&self) -> &Limiter {
         &self.limiter
+    }
+
+    /// The policy requests are admitted under.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     /// The inner service.
@@ -78,7 +84,7 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let admit = Some(self.limiter.admit(&self.policy));
+        let admit = Some(self.limiter.acquire(&self.policy));
         let admit = AdmitCall::start(admit, &mut self.inner, request, false);
         ResponseFuture::new(admit, self.classifier.clone())
     }

@@ -14,7 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_concurrency::fleet::{Fleet, Mode};
-use tower_concurrency::http::HttpLimitLayer;
+use tower_concurrency::http_limit::HttpLimitLayer;
 use tower_concurrency::Policy;
 
 /// A worker process seen from its parent.
@@ -179,7 +179,7 @@ async fn run() {
     if hold > 0 {
         let mut permits = Vec::new();
         for _ in 0..hold {
-            permits.push(limiter.acquire().await);
+            permits.push(limiter.acquire(&Policy::wait()).await.expect("waits"));
         }
         println!("HOLDING {hold}");
         while let Some(line) = stdin_rx.recv().await {

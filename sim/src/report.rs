@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::scenario::Phase;
+use crate::scenario::Phase;
 
 /// How one simulated request ended, as its client saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +38,7 @@ impl Record {
 }
 
 /// One sample of the time series, taken every
-/// [`sample_every`](super::Scenario::sample_every).
+/// [`sample_every`](crate::Scenario::sample_every).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Point {
     /// When, from the start of the run.
@@ -260,7 +260,7 @@ pub struct Report {
     pub seed: u64,
     /// The unloaded round trip that settling times are counted in.
     pub unloaded_rtt: Duration,
-    /// The backend's own p99 (see [`BackendConfig::p99`](super::BackendConfig::p99)).
+    /// The backend's own p99 (see [`BackendConfig::p99`](crate::BackendConfig::p99)).
     pub backend_p99: Duration,
     /// Figures over the whole run.
     pub overall: Figures,
@@ -287,7 +287,7 @@ pub(crate) fn ms(d: Option<Duration>) -> String {
 
 /// A limit for people: one decimal, or "unlimited" for the largest limit.
 pub(crate) fn limit(value: f64) -> String {
-    if value >= crate::InvalidLimit::MAX as f64 {
+    if value >= tower_concurrency::InvalidLimit::MAX as f64 {
         "unlimited".to_owned()
     } else {
         format!("{value:.1}")

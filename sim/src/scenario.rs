@@ -2,18 +2,18 @@
 
 use std::time::Duration;
 
-use super::backend::{BackendConfig, Jitter, Overload, OverloadAction};
-use super::check::{Bounds, Expect, Figure, Scope};
-use super::load::{Arrivals, Load, Rate};
-use crate::Policy;
+use crate::backend::{BackendConfig, Jitter, Overload, OverloadAction};
+use crate::check::{Bounds, Expect, Figure, Scope};
+use crate::load::{Arrivals, Load, Rate};
+use tower_concurrency::Policy;
 
 /// The unloaded round trip of every built-in scenario: one mean service
 /// time. A phase of 100 of them is 5 s of virtual time.
 pub const RTT: Duration = Duration::from_millis(50);
 
-/// One simulated situation: run it with [`run`](super::run) and any
-/// [`Algorithm`](super::Algorithm), then [`check`](super::check) the
-/// [`Report`](super::Report) against [`expect`](Self::expect).
+/// One simulated situation: run it with [`run`](crate::run) and any
+/// [`Algorithm`](crate::Algorithm), then [`check`](crate::check) the
+/// [`Report`](crate::Report) against [`expect`](Self::expect).
 ///
 /// [`Scenario::all`] is the table of built-in scenarios; their fields are
 /// public so a variant is one struct update away.

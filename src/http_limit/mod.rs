@@ -38,7 +38,7 @@
 //! ```
 //! use std::time::Duration;
 //! use axum::{routing::get, Router};
-//! use tower_concurrency::http::{HttpLimitLayer, Rejection, RetryAfter};
+//! use tower_concurrency::http_limit::{HttpLimitLayer, Rejection, RetryAfter};
 //! use tower_concurrency::Policy;
 //!
 //! let limit = HttpLimitLayer::new(64)
@@ -54,24 +54,10 @@
 //!
 //! # Around a whole router served by `axum::serve`
 //!
-//! `axum::serve` wants a service answering `axum::response::Response`, so map
-//! the body back into `axum::body::Body` outside the limit:
-//!
-//! ```no_run
-//! use axum::{body::Body, routing::get, Router, ServiceExt};
-//! use tower::ServiceBuilder;
-//! use tower_concurrency::http::{HttpLimitLayer, ResponseBody};
-//!
-//! # async fn run() -> std::io::Result<()> {
-//! let router = Router::new().route("/", get(|| async { "hello" }));
-//! let app = ServiceBuilder::new()
-//!     .map_response(|response: http::Response<ResponseBody<Body>>| response.map(Body::new))
-//!     .layer(HttpLimitLayer::new(64))
-//!     .service(router);
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//! axum::serve(listener, ServiceExt::<axum::extract::Request>::into_make_service(app)).await
-//! # }
-//! ```
+//! With the `axum` feature, [`HttpLimitLayer::axum`] wraps the whole
+//! router and answers axum's own `Response`, so `axum::serve` takes it:
+//! `axum::serve(listener, HttpLimitLayer::new(64).axum(router).into_make_service())`
+//! (`into_make_service` from `axum::ServiceExt`).
 //!
 //! # Example: a client that stays under an upstream's limit
 //!
@@ -79,7 +65,7 @@
 //! use hyper_util::client::legacy::Client;
 //! use hyper_util::rt::TokioExecutor;
 //! use tower::ServiceBuilder;
-//! use tower_concurrency::http::HttpLimitLayer;
+//! use tower_concurrency::http_limit::HttpLimitLayer;
 //!
 //! let client = Client::builder(TokioExecutor::new()).build_http::<String>();
 //! let limited = ServiceBuilder::new()
@@ -88,18 +74,30 @@
 //! # let _ = limited;
 //! ```
 
+mod admission;
+#[cfg(feature = "axum")]
+mod axum;
 mod body;
 mod classify;
 mod future;
+mod grpc;
 mod keyed;
 mod layer;
 mod rejection;
+#[cfg(feature = "reqwest")]
+mod reqwest;
 mod rules;
 mod service;
 
+pub use self::admission::Admission;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub use self::axum::{AxumLimit, AxumResponseFuture};
 pub use self::body::ResponseBody;
 pub use self::classify::HttpClassifier;
 pub use self::future::ResponseFuture;
+pub use self::grpc::GrpcStatus;
+pub use self::keyed::KeyLimit;
 pub use self::layer::HttpLimitLayer;
 pub use self::rejection::{Rejection, RetryAfter};
 pub use self::rules::RequestHead;

@@ -3,18 +3,19 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 
-use super::keyed::KeyTable;
+use super::keyed::{KeyLimit, KeyTable};
 use super::rules::{RequestHead, Rules};
 use super::{HttpClassifier, HttpLimit, Rejection, Release};
 use crate::{InvalidLimit, Limiter, Partition, Policy};
 
 /// Applies one shared limit to HTTP services: permits held until the
 /// response body ends, overload answered with a response. See the
-/// [module docs](crate::http).
+/// [module docs](crate::http_limit).
 ///
 /// `C` classifies responses for an adaptive limiter; the default,
 /// [`HttpClassifier`], goes by status code.
 #[derive(Debug, Clone)]
+#[must_use = "a layer does nothing until it wraps a service"]
 pub struct HttpLimitLayer<C = HttpClassifier> {
     config: Arc<Config>,
     classifier: C,
@@ -31,6 +32,16 @@ pub(super) struct Config {
     pub(super) rejection: Rejection,
     pub(super) honor_retry_after: Option<Duration>,
     pub(super) rules: Rules,
+    /// Classify as [`HttpClassifier`] does, whatever `C` is: set by
+    /// [`ConcurrencyLimitLayer::http`](crate::ConcurrencyLimitLayer::http)
+    /// when it had no classifier of its own.
+    pub(super) classify_by_status: bool,
+}
+
+impl Config {
+    pub(super) fn tracked_keys(&self) -> Option<usize> {
+        self.rules.key.as_ref().map(|(table, _)| table.tracked())
+    }
 }
 
 impl HttpLimitLayer {
@@ -61,6 +72,7 @@ impl HttpLimitLayer {
                 rejection: Rejection::default(),
                 honor_retry_after: None,
                 rules: Rules::default(),
+                classify_by_status: false,
             }),
             classifier: HttpClassifier,
         }
@@ -70,8 +82,25 @@ impl HttpLimitLayer {
 impl<C> HttpLimitLayer<C> {
     /// Decides what each response tells an adaptive limiter (see
     /// [`Classify`](crate::adaptive::Classify)); the default is
-    /// [`HttpClassifier`].
+    /// [`HttpClassifier`]. A gRPC response whose status comes in its
+    /// trailers and that the classifier counts as a success at its head is
+    /// decided by the `grpc-status` of its trailers, as [`HttpClassifier`]
+    /// describes.
+    #[must_use = "a builder method returns the changed value and changes nothing in place"]
     pub fn classifier<C2>(self, classifier: C2) -> HttpLimitLayer<C2> {
+        self.classifier_from_core(classifier, true)
+    }
+
+    /// Takes `classifier`; unless `custom`, the layer classifies as
+    /// [`HttpClassifier`] does.
+    pub(crate) fn classifier_from_core<C2>(
+        mut self,
+        classifier: C2,
+        custom: bool,
+    ) -> HttpLimitLayer<C2> {
+        if self.config.classify_by_status == custom {
+            Arc::make_mut(&mut self.config).classify_by_status = !custom;
+        }
         HttpLimitLayer {
             config: self.config,
             classifier,
@@ -85,6 +114,7 @@ impl<C> HttpLimitLayer<C> {
     /// and a policy that does not queue refuses them with
     /// [`Reason::Held`](crate::Reason::Held). Off by default: on a server,
     /// one handler's `503` would hold the whole app.
+    #[must_use = "a builder method returns the changed value and changes nothing in place"]
     pub fn honor_retry_after(mut self, max: Duration) -> Self {
         Arc::make_mut(&mut self.config).honor_retry_after = Some(max);
         self
@@ -93,6 +123,7 @@ impl<C> HttpLimitLayer<C> {
     /// What a request does when every permit is taken: wait (the default),
     /// be refused at once, or queue a bounded time. A refused request is
     /// answered with the [`rejection`](Self::rejection) response.
+    #[must_use = "a builder method returns the changed value and changes nothing in place"]
     pub fn policy(mut self, policy: Policy) -> Self {
         Arc::make_mut(&mut self.config).policy = policy;
         self
@@ -100,12 +131,14 @@ impl<C> HttpLimitLayer<C> {
 
     /// When the permit is given back: at the end of the body (the default)
     /// or when the response head is ready.
+    #[must_use = "a builder method returns the changed value and changes nothing in place"]
     pub fn release(mut self, release: Release) -> Self {
         Arc::make_mut(&mut self.config).release = release;
         self
     }
 
     /// The response a refused request gets (default: 503, `Retry-After: 1`).
+    #[must_use = "a builder method returns the changed value and changes nothing in place"]
     pub fn rejection(mut self, rejection: Rejection) -> Self {
         Arc::make_mut(&mut self.config).rejection = rejection;
         self
@@ -116,11 +149,12 @@ impl<C> HttpLimitLayer<C> {
     /// refused, and are counted in [`Limiter::bypassed`].
     ///
     /// ```
-    /// use tower_concurrency::http::HttpLimitLayer;
+    /// use tower_concurrency::http_limit::HttpLimitLayer;
     ///
     /// let layer = HttpLimitLayer::new(64).bypass(|head| head.uri.path() == "/health");
     /// # let _ = layer;
     /// ```
+    #[must_use = "a builder method returns the changed value and changes nothing in place"]
     pub fn bypass(
         mut self,
         rule: impl Fn(&RequestHead<'_>) -> bool + Send + Sync + 'static,
@@ -134,20 +168,20 @@ impl<C> HttpLimitLayer<C> {
     /// no partition and only gets spare capacity.
     ///
     /// ```
-    /// use tower_concurrency::http::HttpLimitLayer;
+    /// use tower_concurrency::http_limit::HttpLimitLayer;
     /// use tower_concurrency::Limiter;
     ///
-    /// let limiter = Limiter::new(100).partitioned([("live", 0.9), ("batch", 0.1)])?;
-    /// let (live, batch) = (limiter.partition("live"), limiter.partition("batch"));
+    /// let (limiter, [live, batch]) = Limiter::new(100).partitioned([("live", 0.9), ("batch", 0.1)])?;
     /// let layer = HttpLimitLayer::from_limiter(limiter).partition_by(move |head| {
     ///     match head.header("x-priority") {
-    ///         Some("batch") => batch,
-    ///         _ => live,
+    ///         Some("batch") => Some(batch),
+    ///         _ => Some(live),
     ///     }
     /// });
     /// # let _ = layer;
     /// # Ok::<(), tower_concurrency::InvalidShares>(())
     /// ```
+    #[must_use = "a builder method returns the changed value and changes nothing in place"]
     pub fn partition_by(
         mut self,
         rule: impl Fn(&RequestHead<'_>) -> Option<Partition> + Send + Sync + 'static,
@@ -156,57 +190,54 @@ impl<C> HttpLimitLayer<C> {
         self
     }
 
-    /// At most `per_key` requests in flight for each key that `key` finds in
-    /// a request (a client IP, an API key, a tenant), on top of the overall
-    /// limit; requests without a key are limited only overall.
+    /// At most [`KeyLimit`] requests in flight for each key that `key` finds
+    /// in a request (a client IP, an API key, a tenant), on top of the
+    /// overall limit; requests without a key are limited only overall.
     ///
     /// A request over its key's limit is refused at once with
     /// [`Reason::KeyFull`](crate::Reason::KeyFull), answered with `429` by
     /// default (see [`Rejection::per_key_status`]); the answer names only
     /// that the caller's own key was full. A key takes memory only while it
-    /// has requests in flight, and at most `max_keys` keys are tracked at
-    /// once: past that, a request with a new key is refused with
+    /// has requests in flight, and at most [`KeyLimit::max_keys`] keys are
+    /// tracked at once: past that, a request with a new key is refused with
     /// [`Reason::TooManyKeys`](crate::Reason::TooManyKeys) (fail closed),
-    /// while keys already tracked go on.
-    ///
-    /// # Panics
-    ///
-    /// If `per_key` or `max_keys` is 0, naming the value.
+    /// answered with the overall [`Rejection::status`] (`503` by default),
+    /// while keys already tracked go on. [`tracked_keys`](Self::tracked_keys)
+    /// says how many keys have requests in flight.
     ///
     /// ```
     /// use std::net::SocketAddr;
     /// use axum::extract::ConnectInfo;
-    /// use tower_concurrency::http::HttpLimitLayer;
+    /// use tower_concurrency::http_limit::{HttpLimitLayer, KeyLimit};
     ///
     /// // per client IP, from axum's ConnectInfo (serve with
     /// // `into_make_service_with_connect_info::<SocketAddr>()`)
-    /// let by_ip = HttpLimitLayer::new(256).limit_per_key(8, 100_000, |head| {
+    /// let by_ip = HttpLimitLayer::new(256).limit_per_key(KeyLimit::new(8).max_keys(100_000), |head| {
     ///     head.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
     /// });
     /// // per tenant, from a header set by a gateway you trust
     /// let by_tenant = HttpLimitLayer::new(256)
-    ///     .limit_per_key(16, 10_000, |head| head.header("x-tenant").map(str::to_owned));
-    /// # let _ = (by_ip, by_tenant);
+    ///     .limit_per_key(KeyLimit::new(16), |head| head.header("x-tenant").map(str::to_owned));
+    /// assert_eq!(by_tenant.tracked_keys(), Some(0));
+    /// # let _ = by_ip;
     /// ```
-    #[track_caller]
-    pub fn limit_per_key<K, F>(mut self, per_key: usize, max_keys: usize, key: F) -> Self
+    #[must_use = "a builder method returns the changed value and changes nothing in place"]
+    pub fn limit_per_key<K, F>(mut self, limit: KeyLimit, key: F) -> Self
     where
         K: std::hash::Hash,
         F: Fn(&RequestHead<'_>) -> Option<K> + Send + Sync + 'static,
     {
-        assert!(
-            per_key > 0,
-            "invalid per-key limit {per_key}: a key must be allowed at least 1 request in flight"
-        );
-        assert!(
-            max_keys > 0,
-            "invalid number of tracked keys {max_keys}: at least 1 key must be tracked"
-        );
-        let table = Arc::new(KeyTable::new(per_key, max_keys));
+        let table = Arc::new(KeyTable::new(limit));
         let hashing = Arc::clone(&table);
         let rule = move |head: &RequestHead<'_>| key(head).map(|k| hashing.hash(&k));
         Arc::make_mut(&mut self.config).rules.key = Some((table, Arc::new(rule)));
         self
+    }
+
+    /// How many keys have requests in flight now, under
+    /// [`limit_per_key`](Self::limit_per_key); `None` without one.
+    pub fn tracked_keys(&self) -> Option<usize> {
+        self.config.tracked_keys()
     }
 
     /// The limiter every service from this layer shares.

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tower_service::Service;
 
-use super::rng::SimRng;
+use crate::rng::SimRng;
 
 /// How a simulated backend behaves; see [`Backend`].
 #[derive(Debug, Clone, PartialEq)]
@@ -152,7 +152,7 @@ pub enum SimResponse {
 }
 
 /// A simulated request: the client's deadline travels with it, so that a
-/// timeout inside the limiter (see [`Deadline`](super::Deadline)) can end it.
+/// timeout inside the limiter (see [`Deadline`](crate::Deadline)) can end it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SimRequest {
     /// Its number in the order of arrival.

@@ -3,9 +3,11 @@ use std::time::{Duration, SystemTime};
 use http::header::RETRY_AFTER;
 use http::{HeaderMap, Response, StatusCode};
 
+use super::grpc;
 use crate::adaptive::{Classify, Outcome};
+use crate::Limiter;
 
-/// The default classifier of the HTTP layer.
+/// The default classifier of the HTTP layer, for HTTP and gRPC.
 ///
 /// | response | outcome |
 /// | --- | --- |
@@ -13,6 +15,17 @@ use crate::adaptive::{Classify, Outcome};
 /// | `429 Too Many Requests`, `503 Service Unavailable`, `504 Gateway Timeout`, `408 Request Timeout` | overload |
 /// | any other `4xx` or `5xx` | ignore: a client error or a bug says nothing about capacity |
 /// | `1xx`, `2xx`, `3xx` | success |
+/// | gRPC (`200`, `content-type: application/grpc…`): `grpc-status` `UNAVAILABLE` (14), `RESOURCE_EXHAUSTED` (8), `DEADLINE_EXCEEDED` (4) | overload |
+/// | gRPC: any other failure | ignore |
+/// | gRPC: `OK` | success |
+///
+/// A gRPC response carries its `grpc-status` in its headers only when it
+/// has no message (a trailers-only response, as a refusal is); otherwise
+/// it comes in the trailers after the body. For such a response the HTTP
+/// layer takes the sample when the trailers arrive, so its round-trip time
+/// runs to the end of the body; a body that ends without trailers, or is
+/// dropped first, gives no sample. (This needs the permit held until the
+/// body ends, the default [`Release::BodyEnd`](super::Release::BodyEnd).)
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HttpClassifier;
 
@@ -28,24 +41,54 @@ impl HttpClassifier {
             _ => Outcome::Success,
         }
     }
+
+    /// The outcome a `grpc-status` code stands for.
+    pub fn grpc_status(code: u32) -> Outcome {
+        grpc::outcome(code)
+    }
 }
 
 impl<B, E> Classify<Result<Response<B>, E>> for HttpClassifier {
     fn classify(&self, output: &Result<Response<B>, E>) -> Outcome {
         match output {
+            Ok(response)
+                if response.status() == StatusCode::OK && grpc::is_grpc(response.headers()) =>
+            {
+                // Without a status in the head, the trailers decide.
+                grpc::status(response.headers()).map_or(Outcome::Success, grpc::outcome)
+            }
             Ok(response) => Self::status(response.status()),
             Err(_) => Outcome::Overload,
         }
     }
 }
 
+/// Holds `limiter`'s new admissions for `wait` from now, saturating: a
+/// wait too long for the clock holds as long as it can, never panics.
+pub(super) fn hold_for(limiter: &Limiter, wait: Duration) {
+    let now = tokio::time::Instant::now();
+    let until = now
+        .checked_add(wait)
+        .or_else(|| now.checked_add(FOREVER))
+        .unwrap_or(now);
+    limiter.hold_until(until);
+}
+
+/// The longest hold the clock is sure to represent (about 30 years, as
+/// tokio's own "far future").
+const FOREVER: Duration = Duration::from_secs(86_400 * 365 * 30);
+
 /// How long a `503` or `429` response asks its client to wait: its
-/// `Retry-After` as delay-seconds or an HTTP date, at most `max`.
+/// `Retry-After` as delay-seconds or an HTTP date, at most `max`; for a
+/// gRPC response, its `grpc-retry-pushback-ms`.
 pub(super) fn retry_after(
     status: StatusCode,
     headers: &HeaderMap,
     max: Duration,
 ) -> Option<Duration> {
+    if status == StatusCode::OK && grpc::is_grpc(headers) {
+        return grpc::pushback(headers, max);
+    }
     if status != StatusCode::SERVICE_UNAVAILABLE && status != StatusCode::TOO_MANY_REQUESTS {
         return None;
     }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::rng::SimRng;
+use crate::rng::SimRng;
 
 /// Offered requests per second over time: a rate from each offset on,
 /// starting at zero.

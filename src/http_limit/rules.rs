@@ -48,6 +48,14 @@ pub(super) struct Rules {
     pub(super) key: Option<(Arc<KeyTable>, Rule<Option<u64>>)>,
 }
 
+impl Rules {
+    /// Whether no rule is set, so a request's head need not be looked at.
+    #[cfg_attr(not(feature = "reqwest"), allow(dead_code))]
+    pub(super) fn is_empty(&self) -> bool {
+        self.bypass.is_none() && self.partition.is_none() && self.key.is_none()
+    }
+}
+
 impl std::fmt::Debug for Rules {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Rules")

@@ -7,12 +7,14 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tower_service::Service;
 
-use super::backend::{Backend, SimRequest, SimResponse};
-use super::deadline::{Deadline, DeadlineExceeded};
-use super::report::{Fate, Figures, PhaseReport, Point, Record, Report, Settling};
-use super::scenario::Scenario;
-use crate::adaptive::{Aimd, Classify, Gradient2, LimitAlgorithm, Outcome, Vegas, Windowed};
-use crate::{BoxError, InvalidLimit, Limiter, PolicyLimit, Rejected};
+use crate::backend::{Backend, SimRequest, SimResponse};
+use crate::deadline::{Deadline, DeadlineExceeded};
+use crate::report::{Fate, Figures, PhaseReport, Point, Record, Report, Settling};
+use crate::scenario::Scenario;
+use tower_concurrency::adaptive::{
+    Aimd, Classify, Gradient2, LimitAlgorithm, Outcome, Vegas, Windowed,
+};
+use tower_concurrency::{BoxError, InvalidLimit, Limiter, PolicyLimit, Rejected};
 
 /// The limit a run is made with.
 #[derive(Clone, Copy)]

@@ -13,13 +13,13 @@ use super::{Limiter, Order, Partition, Permit, Policy, Reason, Rejected};
 type Waiting = Pin<Box<dyn Future<Output = Result<Permit, Rejected>> + Send>>;
 
 /// A request's way to a permit under a [`Policy`]: see
-/// [`Limiter::admit`](crate::Limiter::admit).
+/// [`Limiter::acquire`](crate::Limiter::acquire).
 ///
 /// It resolves at once when a permit is free or the policy refuses; only
 /// a request that has to queue allocates. Dropping it while queued leaves
 /// the queue at once and takes no permit.
 #[must_use = "futures do nothing unless polled"]
-pub struct Admit {
+pub struct Acquire {
     state: State,
 }
 
@@ -28,7 +28,7 @@ enum State {
     Waiting(Waiting),
 }
 
-impl Admit {
+impl Acquire {
     pub(super) fn new(shared: &Arc<Shared>, policy: &Policy, partition: Option<Partition>) -> Self {
         if let Some(mut permit) = shared.try_acquire() {
             if let Some(partition) = partition {
@@ -98,25 +98,25 @@ impl Admit {
     }
 }
 
-impl Future for Admit {
+impl Future for Acquire {
     type Output = Result<Permit, Rejected>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.state {
             State::Decided(outcome) => {
-                Poll::Ready(outcome.take().expect("Admit polled after completion"))
+                Poll::Ready(outcome.take().expect("Acquire polled after completion"))
             }
             State::Waiting(waiting) => waiting.as_mut().poll(cx),
         }
     }
 }
 
-impl std::fmt::Debug for Admit {
+impl std::fmt::Debug for Acquire {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match &self.state {
             State::Decided(_) => "decided",
             State::Waiting(_) => "waiting",
         };
-        f.debug_struct("Admit").field("state", &state).finish()
+        f.debug_struct("Acquire").field("state", &state).finish()
     }
 }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::report::{limit, ms, Report, Settling};
+use crate::report::{limit, ms, Report, Settling};
 
 /// A figure of a [`Report`] that a [`Check`] bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +156,7 @@ impl Expect {
     /// The targets for every adaptive algorithm:
     ///
     /// - goodput over the run ≥ 90% of the best fixed limit's, found by a
-    ///   [`sweep`](super::sweep) (the algorithm is not told the capacity);
+    ///   [`sweep`](crate::sweep) (the algorithm is not told the capacity);
     /// - p99 of successes ≤ 3× the backend's own p99;
     /// - in every saturated phase, the limit settles within ±25% of the
     ///   ideal within 50 unloaded round trips.
@@ -254,7 +254,7 @@ struct Measured {
 /// figures out of bounds, not only the first.
 ///
 /// `best_fixed` is the best fixed limit's run of the same scenario (from
-/// [`Sweep::best`](super::Sweep::best)); without it,
+/// [`Sweep::best`](crate::Sweep::best)); without it,
 /// [`Figure::GoodputVsBestFixed`] fails with no value.
 pub fn check(
     report: &Report,

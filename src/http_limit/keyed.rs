@@ -9,6 +9,77 @@ use crate::{Reason, Rejected};
 
 const SHARDS: usize = 32;
 
+/// How many requests each key may have in flight, and how many keys are
+/// tracked at once: the argument of
+/// [`HttpLimitLayer::limit_per_key`](super::HttpLimitLayer::limit_per_key).
+///
+/// ```
+/// use tower_concurrency::http_limit::KeyLimit;
+///
+/// let limit = KeyLimit::new(16).max_keys(100_000);
+/// assert_eq!((limit.per_key(), limit.keys()), (16, 100_000));
+/// assert_eq!(KeyLimit::new(16).keys(), KeyLimit::DEFAULT_MAX_KEYS);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a key limit does nothing until `limit_per_key` uses it"]
+pub struct KeyLimit {
+    per_key: usize,
+    max_keys: usize,
+}
+
+impl KeyLimit {
+    /// How many keys are tracked at once unless [`max_keys`](Self::max_keys)
+    /// says otherwise.
+    pub const DEFAULT_MAX_KEYS: usize = 65_536;
+
+    /// At most `per_key` requests in flight for each key, and at most
+    /// [`DEFAULT_MAX_KEYS`](Self::DEFAULT_MAX_KEYS) keys tracked at once.
+    ///
+    /// # Panics
+    ///
+    /// If `per_key` is 0, naming the value.
+    #[track_caller]
+    pub fn new(per_key: usize) -> Self {
+        assert!(
+            per_key > 0,
+            "invalid per-key limit {per_key}: a key must be allowed at least 1 request in flight"
+        );
+        Self {
+            per_key,
+            max_keys: Self::DEFAULT_MAX_KEYS,
+        }
+    }
+
+    /// Tracks at most `max_keys` keys with requests in flight at once; a
+    /// request with a new key past that is refused
+    /// ([`Reason::TooManyKeys`]). This bounds the table's memory whatever
+    /// clients send.
+    ///
+    /// # Panics
+    ///
+    /// If `max_keys` is 0, naming the value.
+    #[must_use = "a builder method returns the changed value and changes nothing in place"]
+    #[track_caller]
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        assert!(
+            max_keys > 0,
+            "invalid number of tracked keys {max_keys}: at least 1 key must be tracked"
+        );
+        self.max_keys = max_keys;
+        self
+    }
+
+    /// Requests in flight allowed per key.
+    pub fn per_key(&self) -> usize {
+        self.per_key
+    }
+
+    /// Keys tracked at most at once.
+    pub fn keys(&self) -> usize {
+        self.max_keys
+    }
+}
+
 /// The keys with requests in flight, and how many each.
 ///
 /// Keys are kept as 64-bit hashes under a random per-table seed, so a
@@ -36,10 +107,10 @@ impl std::fmt::Debug for KeyTable {
 }
 
 impl KeyTable {
-    pub(super) fn new(per_key: usize, max_keys: usize) -> Self {
+    pub(super) fn new(limit: KeyLimit) -> Self {
         Self {
-            per_key,
-            max_keys,
+            per_key: limit.per_key,
+            max_keys: limit.max_keys,
             hasher: RandomState::new(),
             tracked: AtomicUsize::new(0),
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
@@ -130,7 +201,7 @@ mod tests {
 
     #[test]
     fn counts_per_key_and_forgets_idle_keys() {
-        let table = Arc::new(KeyTable::new(2, 3));
+        let table = Arc::new(KeyTable::new(KeyLimit::new(2).max_keys(3)));
         let (a, b) = (table.hash(&"a"), table.hash(&"b"));
         let a1 = table.enter(a).unwrap();
         let a2 = table.enter(a).unwrap();
@@ -146,7 +217,7 @@ mod tests {
 
     #[test]
     fn refuses_new_keys_past_the_cap() {
-        let table = Arc::new(KeyTable::new(5, 2));
+        let table = Arc::new(KeyTable::new(KeyLimit::new(5).max_keys(2)));
         let held: Vec<_> = (0..2)
             .map(|k| table.enter(table.hash(&k)).unwrap())
             .collect();

@@ -1,5 +1,5 @@
-//! A deterministic simulation harness for limits, fixed or adaptive
-//! (feature `sim`).
+//! A deterministic simulation harness for
+//! [`tower-concurrency`](tower_concurrency)'s limits, fixed or adaptive.
 //!
 //! A run puts a limiter in front of a simulated backend, drives it with
 //! an open-loop load for a few virtual seconds under paused tokio time,
@@ -40,7 +40,7 @@
 //! # Example
 //!
 //! ```
-//! use tower_concurrency::sim::{self, Algorithm, Scenario};
+//! use tower_concurrency_sim::{self as sim, Algorithm, Scenario};
 //!
 //! let scenario = Scenario::knee();
 //! let best = sim::run(&scenario, &Algorithm::Fixed(16));
@@ -60,9 +60,12 @@
 //! }
 //! ```
 //!
-//! `cargo run --release --example simulate --features sim -- all` runs
+//! `cargo run --release --example simulate -- all` (from the repository root) runs
 //! every scenario with every algorithm and the best fixed limit, prints
 //! the figures against their targets, and draws one SVG chart per scenario.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs, unreachable_pub)]
 
 mod backend;
 mod check;

@@ -6,8 +6,10 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
+use super::classify::hold_for;
+use super::grpc;
 use super::keyed::KeyPermit;
-use crate::Permit;
+use crate::{Limiter, Permit};
 
 pin_project! {
     /// The response body of [`HttpLimit`](super::HttpLimit): the inner body,
@@ -19,6 +21,15 @@ pin_project! {
     /// when the body ends (its last frame, an error, or `is_end_stream`
     /// after a frame) or is dropped, for example when the client hangs up
     /// mid-stream.
+    ///
+    /// For gRPC, the trailers are read on their way: their `grpc-status`
+    /// is the sample an adaptive limiter learns from (when the head had
+    /// none), and with
+    /// [`honor_retry_after`](super::HttpLimitLayer::honor_retry_after) their
+    /// `grpc-retry-pushback-ms` holds new admissions.
+    ///
+    /// The [`Default`] body is empty (tower-http's `Timeout` answers with
+    /// it).
     pub struct ResponseBody<B> {
         #[pin]
         inner: Inner<B>,
@@ -52,6 +63,14 @@ impl<B> ResponseBody<B> {
     }
 }
 
+impl<B> Default for ResponseBody<B> {
+    fn default() -> Self {
+        Self {
+            inner: Inner::Refused { data: None },
+        }
+    }
+}
+
 impl<B> From<Bytes> for ResponseBody<B> {
     fn from(data: Bytes) -> Self {
         Self {
@@ -78,7 +97,13 @@ where
             InnerProj::Admitted { mut body, held } => {
                 let frame = ready!(body.as_mut().poll_frame(cx));
                 let ended = match &frame {
-                    Some(Ok(_)) => body.is_end_stream(),
+                    Some(Ok(frame)) => {
+                        if let (Some(trailers), Some(held)) = (frame.trailers_ref(), held.as_mut())
+                        {
+                            held.trailers(trailers);
+                        }
+                        body.is_end_stream()
+                    }
                     Some(Err(_)) | None => true,
                 };
                 if ended {
@@ -118,11 +143,21 @@ impl<B> std::fmt::Debug for ResponseBody<B> {
 }
 
 /// What a response holds until it is done: its permit and its key's
-/// count, timed when `Retry-After` is estimated.
+/// count, timed when `Retry-After` is estimated, and for gRPC what to do
+/// with the trailers.
 pub(super) struct Held {
     permit: Permit,
     _key: Option<KeyPermit>,
     admitted_at: Option<Instant>,
+    trailers: Option<Box<Trailers>>,
+}
+
+/// What a gRPC response's trailers are read for.
+pub(super) struct Trailers {
+    /// Record the sample from their `grpc-status`.
+    pub(super) classify: bool,
+    /// Honour their `grpc-retry-pushback-ms`, at most this long.
+    pub(super) pushback: Option<(Limiter, std::time::Duration)>,
 }
 
 impl Held {
@@ -130,11 +165,29 @@ impl Held {
         permit: Permit,
         key: Option<KeyPermit>,
         admitted_at: Option<Instant>,
+        trailers: Option<Box<Trailers>>,
     ) -> Self {
         Self {
             permit,
             _key: key,
             admitted_at,
+            trailers,
+        }
+    }
+
+    fn trailers(&mut self, trailers: &http::HeaderMap) {
+        let Some(watch) = self.trailers.take() else {
+            return;
+        };
+        if watch.classify {
+            if let Some(code) = grpc::status(trailers) {
+                self.permit.record(grpc::outcome(code));
+            }
+        }
+        if let Some((limiter, max)) = &watch.pushback {
+            if let Some(wait) = grpc::pushback(trailers, *max) {
+                hold_for(limiter, wait);
+            }
         }
     }
 }

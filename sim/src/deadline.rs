@@ -8,8 +8,8 @@ use std::task::{ready, Context, Poll};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::backend::SimRequest;
-use crate::BoxError;
+use crate::backend::SimRequest;
+use tower_concurrency::BoxError;
 
 /// Ends a request at its [`SimRequest::deadline`] with a
 /// [`DeadlineExceeded`] error.
