@@ -36,7 +36,7 @@ use tower_concurrency::{Limiter, Policy};
 const LIMIT: usize = 32;
 const CLIENTS: usize = 4;
 const HOLD: Duration = Duration::from_millis(1);
-const RUN: Duration = Duration::from_secs(4);
+const RUN: Duration = Duration::from_secs(2);
 const WARMUP: Duration = Duration::from_millis(500);
 
 const CLASSIC_ACQUIRE: &str = r"
@@ -232,11 +232,39 @@ async fn run(
     }
 }
 
+/// The median of `values` (sorted here).
+fn median<T: PartialOrd + Copy>(values: &mut [T]) -> T {
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    values[values.len() / 2]
+}
+
+/// One design's rounds at one load, summed up: medians of throughput and
+/// latency, means of Redis traffic, the highest peak.
+fn summary(rounds: &mut [Row]) -> Row {
+    let n = rounds.len() as f64;
+    Row {
+        design: rounds[0].design,
+        load: rounds[0].load,
+        rps: median(&mut rounds.iter().map(|r| r.rps).collect::<Vec<_>>()),
+        calls_per_request: rounds.iter().map(|r| r.calls_per_request).sum::<f64>() / n,
+        commands_per_request: rounds.iter().map(|r| r.commands_per_request).sum::<f64>() / n,
+        p50: median(&mut rounds.iter().map(|r| r.p50).collect::<Vec<_>>()),
+        p99: median(&mut rounds.iter().map(|r| r.p99).collect::<Vec<_>>()),
+        peak: rounds.iter().map(|r| r.peak).max().unwrap_or(0),
+    }
+}
+
 fn main() {
     if !redis_server::redis_server_on_path() {
-        eprintln!("benches/fleet: `redis-server` is not on PATH (apt-get install -y redis-server); nothing measured");
+        eprintln!(
+            "benches/fleet: `redis-server` is not on PATH (apt-get install -y redis-server); nothing measured"
+        );
         return;
     }
+    let rounds: usize = std::env::var("FLEET_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     let redis = redis_server::RedisServer::start();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -248,55 +276,73 @@ fn main() {
         let script = Arc::new(Script::new(CLASSIC_ACQUIRE));
         let mut rows = Vec::new();
         for (load, workers) in [("50%", LIMIT / 2), ("150%", LIMIT * 3 / 2)] {
-            // Ours: 4 sessions, as 4 processes.
-            let mut fleets = Vec::new();
-            for _ in 0..CLIENTS {
-                fleets.push(
-                    Fleet::builder(format!("bench-{load}"), LIMIT)
-                        .connect(&redis.url())
-                        .await
-                        .unwrap(),
-                );
+            let (mut ours, mut classic, mut local) = (Vec::new(), Vec::new(), Vec::new());
+            // Rounds interleave the designs, so that the machine's noise
+            // falls on all of them alike.
+            for round in 0..rounds {
+                // Ours: 4 sessions, as 4 processes.
+                let mut fleets = Vec::new();
+                for _ in 0..CLIENTS {
+                    fleets.push(
+                        Fleet::builder(format!("bench-{load}-{round}"), LIMIT)
+                            .connect(&redis.url())
+                            .await
+                            .unwrap(),
+                    );
+                }
+                let clients = fleets.iter().map(|f| Design::Fleet(f.limiter())).collect();
+                ours.push(run("fleet (batch leasing)", load, clients, workers, &mut info).await);
+                for fleet in fleets {
+                    fleet.close().await.unwrap();
+                }
+                // Holder ids unique across clients: one counter for all.
+                let next = Arc::new(AtomicUsize::new(0));
+                let mut clients = Vec::new();
+                for _ in 0..CLIENTS {
+                    clients.push(Design::Classic {
+                        conn: ConnectionManager::new(redis.client()).await.unwrap(),
+                        script: Arc::clone(&script),
+                        next: Arc::clone(&next),
+                    });
+                }
+                classic
+                    .push(run("classic (2 round trips)", load, clients, workers, &mut info).await);
+                let limiter = Limiter::new(LIMIT);
+                let clients = (0..CLIENTS)
+                    .map(|_| Design::Local(limiter.clone()))
+                    .collect();
+                local.push(run("local Limiter (ceiling)", load, clients, workers, &mut info).await);
             }
-            let clients = fleets.iter().map(|f| Design::Fleet(f.limiter())).collect();
-            rows.push(run("fleet (batch leasing)", load, clients, workers, &mut info).await);
-            for fleet in fleets {
-                fleet.close().await.unwrap();
-            }
-            // Holder ids unique across clients: one counter for all.
-            let next = Arc::new(AtomicUsize::new(0));
-            let mut clients = Vec::new();
-            for _ in 0..CLIENTS {
-                clients.push(Design::Classic {
-                    conn: ConnectionManager::new(redis.client()).await.unwrap(),
-                    script: Arc::clone(&script),
-                    next: Arc::clone(&next),
-                });
-            }
-            rows.push(run("classic (2 round trips)", load, clients, workers, &mut info).await);
-            let local = Limiter::new(LIMIT);
-            let clients = (0..CLIENTS).map(|_| Design::Local(local.clone())).collect();
-            rows.push(run("local Limiter (ceiling)", load, clients, workers, &mut info).await);
+            rows.push(summary(&mut ours));
+            rows.push(summary(&mut classic));
+            rows.push(summary(&mut local));
         }
         rows
     });
     println!();
-    println!("limit {LIMIT}, {CLIENTS} clients, hold {HOLD:?}, {RUN:?} per run, redis-server on loopback");
+    println!(
+        "limit {LIMIT}, {CLIENTS} clients, hold {HOLD:?}, {rounds} rounds of {RUN:?} per design and load \
+         (medians; Redis traffic averaged; highest peak), redis-server on loopback"
+    );
     println!();
-    println!("| design | load | req/s | Redis calls/req | Redis commands/req | admission p50 | admission p99 | peak in flight |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
-    for r in &rows {
-        println!(
-            "| {} | {} | {:.0} | {:.4} | {:.4} | {:.1?} | {:.1?} | {} |",
-            r.design,
-            r.load,
-            r.rps,
-            r.calls_per_request,
-            r.commands_per_request,
-            r.p50,
-            r.p99,
-            r.peak
-        );
+    println!("| design | load | req/s | vs local | Redis calls/req | Redis commands/req | admission p50 | admission p99 | peak in flight |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    for chunk in rows.chunks(3) {
+        let local = chunk[2].rps;
+        for r in chunk {
+            println!(
+                "| {} | {} | {:.0} | {:.2}× | {:.4} | {:.4} | {:.1?} | {:.1?} | {} |",
+                r.design,
+                r.load,
+                r.rps,
+                r.rps / local,
+                r.calls_per_request,
+                r.commands_per_request,
+                r.p50,
+                r.p99,
+                r.peak
+            );
+        }
     }
     for r in &rows {
         assert!(

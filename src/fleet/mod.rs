@@ -34,7 +34,11 @@
 //! fleet (it may be 0), and reading it, [`in_flight`](Limiter::in_flight)
 //! or [`waiting`](Limiter::waiting) stays local and instant. Move the
 //! fleet's limit with [`Fleet::set_limit`], never with the limiter's own
-//! `set_limit` (the lease task owns its capacity).
+//! `set_limit` (the lease task owns its capacity). A process that holds no
+//! idle permit asks Redis when a request has to wait: under a policy that
+//! queues, that request waits one round trip; under
+//! [`Policy::reject`](crate::Policy::reject) it is refused, and the ones
+//! after it find the permits leased.
 //!
 //! **Sessions and leases.** A process is one *session* on Redis, with one
 //! lease kept alive by a heartbeat every third of the TTL (10 s by
@@ -86,6 +90,11 @@
 //! [`Fleet::set_limit`] moves it for everyone. A process configured with a
 //! different limit than the fleet's gets the fleet's (the fleet's wins),
 //! with a warning logged (`tracing`) and both shown in [`FleetStats`].
+//! With the `metrics` feature the figures of [`FleetStats`] are also
+//! metrics labelled `fleet=<name>`: `tower_concurrency_fleet_limit`,
+//! `_leased`, `_held`, `_sessions`, `_queued`, `_degraded` (gauges) and
+//! `_store_errors_total`; the limiter's own metrics carry the fleet's name
+//! as its `limiter` label.
 //! When the limit is lowered below what is leased, every process shrinks
 //! in proportion; nothing in use is revoked.
 //!
@@ -142,6 +151,8 @@ mod builder;
 mod error;
 #[cfg(test)]
 mod memory;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod mode;
 mod redis_store;
 mod session;

@@ -78,6 +78,8 @@ pub(crate) struct Session {
     demanded: bool,
     errors: u64,
     rng: u64,
+    #[cfg(feature = "metrics")]
+    metrics: super::metrics::FleetMetrics,
 }
 
 impl Session {
@@ -132,6 +134,8 @@ impl Session {
             demanded: false,
             errors: 0,
             rng,
+            #[cfg(feature = "metrics")]
+            metrics: super::metrics::FleetMetrics::register(&cfg.name),
             cfg,
             id,
             stats,
@@ -532,7 +536,7 @@ impl Session {
         result
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
         let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
         stats.limit = self.limit;
         stats.leased = self.held;
@@ -548,6 +552,8 @@ impl Session {
         } else {
             Status::Leasing
         };
+        #[cfg(feature = "metrics")]
+        self.metrics.publish(&stats);
     }
 }
 
