@@ -126,7 +126,7 @@ impl FleetBuilder {
     /// How long a process's lease lasts without a renewal (10 s by
     /// default, at least 30 ms); it is renewed every third of it. A
     /// crashed process's permits come back within one TTL.
-    #[must_use]
+    #[must_use = "a builder method returns the changed value and changes nothing in place"]
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.config.ttl = ttl;
         self
@@ -134,7 +134,7 @@ impl FleetBuilder {
 
     /// What to admit once the lease expired because Redis does not answer
     /// ([`Mode::LocalShare`] by default).
-    #[must_use]
+    #[must_use = "a builder method returns the changed value and changes nothing in place"]
     pub fn mode(mut self, mode: Mode) -> Self {
         self.config.mode = mode;
         self
@@ -142,7 +142,7 @@ impl FleetBuilder {
 
     /// How long one Redis call may take before it counts as failed
     /// (250 ms by default; at most half the TTL).
-    #[must_use]
+    #[must_use = "a builder method returns the changed value and changes nothing in place"]
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
         self.config.call_timeout = timeout;
         self
@@ -151,7 +151,7 @@ impl FleetBuilder {
     /// The most permits a process asks for beyond its waiting requests in
     /// one call (16 by default). Redis caps every grant at a fair block of
     /// the free permits, so a saturated fleet grants one at a time.
-    #[must_use]
+    #[must_use = "a builder method returns the changed value and changes nothing in place"]
     pub fn batch(mut self, batch: usize) -> Self {
         self.config.batch = batch;
         self
@@ -160,7 +160,7 @@ impl FleetBuilder {
     /// The most idle permits a process keeps (16 by default): beyond that,
     /// idle permits go back after 100 ms. Idle permits go back at once
     /// when another process waits.
-    #[must_use]
+    #[must_use = "a builder method returns the changed value and changes nothing in place"]
     pub fn max_idle(mut self, max_idle: usize) -> Self {
         self.config.max_idle = max_idle;
         self

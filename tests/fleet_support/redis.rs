@@ -34,11 +34,18 @@ pub fn redis_or_skip(what: &str) -> Option<RedisServer> {
     if std::env::var("TC_REQUIRE_REDIS").is_ok_and(|v| v == "1") {
         panic!("{what}: TC_REQUIRE_REDIS=1 but {why}");
     }
-    eprintln!();
-    eprintln!(
-        "!!!!!!!!!! SKIPPED {what}: {why}; set TC_REQUIRE_REDIS=1 to fail instead !!!!!!!!!!"
+    // Straight to the process's stderr, past the test harness's capture,
+    // so the skip is seen even when the test passes.
+    let message = format!(
+        "\n!!!!!!!!!! SKIPPED {what}: {why}; set TC_REQUIRE_REDIS=1 to fail instead !!!!!!!!!!\n"
     );
-    eprintln!();
+    match std::fs::OpenOptions::new().append(true).open("/dev/stderr") {
+        Ok(mut stderr) => {
+            use std::io::Write;
+            let _ = stderr.write_all(message.as_bytes());
+        }
+        Err(_) => eprintln!("{message}"),
+    }
     None
 }
 
