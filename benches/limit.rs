@@ -6,6 +6,10 @@
 //! Groups:
 //! - `uncontended`: one long-lived service, always a free permit; poll_ready,
 //!   call and poll the response once, by hand with a noop waker.
+//! - `ready_call`: one long-lived service (limit 64) on a current-thread
+//!   runtime, called as `svc.ready().await?.call(x).await?` in a loop, in
+//!   front of a `service_fn` answering `ready(Ok(x))`; tower's side is
+//!   `GlobalConcurrencyLimitLayer`.
 //! - `uncontended_fresh_clone`: the same, but every request goes through a
 //!   fresh clone that is dropped afterwards (the axum pattern).
 //! - `wait_path_long_lived` / `wait_path_fresh_clone` (tower and ours only):
@@ -405,6 +409,160 @@ fn uncontended(c: &mut Criterion) {
     group.finish();
 }
 
+/// The shape of issue 8.5: a current-thread runtime, one long-lived service
+/// with a limit of 64 in front of a `service_fn` answering `ready(Ok(x))`,
+/// called as `svc.ready().await?.call(x).await?`; tower's side is
+/// `GlobalConcurrencyLimitLayer`.
+fn ready_call(c: &mut Criterion) {
+    fn run<S>(
+        group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+        name: &str,
+        mut svc: S,
+    ) where
+        S: Service<u64, Response = u64, Error = Infallible>,
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = std::time::Instant::now();
+                    for x in 0..iters {
+                        let out = svc
+                            .ready()
+                            .await
+                            .unwrap_or_else(|e| match e {})
+                            .call(black_box(x))
+                            .await
+                            .unwrap_or_else(|e| match e {});
+                        black_box(out);
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    }
+    let answer = || tower::service_fn(|x: u64| std::future::ready(Ok::<_, Infallible>(x)));
+    let mut group = c.benchmark_group("ready_call");
+    run(&mut group, "bare", answer());
+    run(
+        &mut group,
+        "tower",
+        tower::ServiceBuilder::new()
+            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(64))
+            .service(answer()),
+    );
+    run(
+        &mut group,
+        "ours",
+        tower::ServiceBuilder::new()
+            .layer(tower_concurrency::ConcurrencyLimitLayer::new(64))
+            .service(answer()),
+    );
+    group.finish();
+}
+
+/// `iters` requests through `svc` on the current-thread runtime `rt`, as
+/// `svc.ready().await?.call(x).await?`; nanoseconds per request.
+fn ready_call_ns<S>(rt: &tokio::runtime::Runtime, svc: &mut S, iters: u64) -> f64
+where
+    S: Service<u64, Response = u64, Error = Infallible>,
+{
+    rt.block_on(async {
+        let start = std::time::Instant::now();
+        for x in 0..iters {
+            let out = svc
+                .ready()
+                .await
+                .unwrap_or_else(|e| match e {})
+                .call(black_box(x))
+                .await
+                .unwrap_or_else(|e| match e {});
+            black_box(out);
+        }
+        start.elapsed().as_nanos() as f64 / iters as f64
+    })
+}
+
+/// Median of `v`.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The shapes of issue 8.5, interleaved: each round runs every variant once,
+/// so a change of load on a shared machine hits them alike; the table gives
+/// the medians over rounds and the median of the per-round ratios.
+fn shapes_table() {
+    let rounds: usize = std::env::var("SHAPE_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(15);
+    let answer = || tower::service_fn(|x: u64| std::future::ready(Ok::<_, Infallible>(x)));
+    let current = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let mut bare = answer();
+    let mut tower = tower::ServiceBuilder::new()
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(64))
+        .service(answer());
+    let mut ours = tower::ServiceBuilder::new()
+        .layer(tower_concurrency::ConcurrencyLimitLayer::new(64))
+        .service(answer());
+    let workers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let tower_storm = Tower::new(yielding(), LIMIT);
+    let ours_storm = Ours::new(yielding(), LIMIT);
+    let storm_ms = |run: &dyn Fn()| {
+        let start = std::time::Instant::now();
+        run();
+        start.elapsed().as_secs_f64() * 1e3
+    };
+    const ITERS: u64 = 1_000_000;
+    let mut rows: [Vec<f64>; 6] = Default::default();
+    let (mut call_ratio, mut storm_ratio) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let b = ready_call_ns(&current, &mut bare, ITERS);
+        let t = ready_call_ns(&current, &mut tower, ITERS);
+        let o = ready_call_ns(&current, &mut ours, ITERS);
+        call_ratio.push((o - b) / (t - b));
+        rows[0].push(b);
+        rows[1].push(t);
+        rows[2].push(o);
+        let sb = storm_ms(&|| workers.block_on(storm(&yielding(), false)));
+        let st = storm_ms(&|| workers.block_on(storm(&tower_storm, false)));
+        let so = storm_ms(&|| workers.block_on(storm(&ours_storm, false)));
+        storm_ratio.push(so / st);
+        rows[3].push(sb);
+        rows[4].push(st);
+        rows[5].push(so);
+    }
+    let [b, t, o, sb, st, so] = rows.map(median);
+    println!("shapes of issue 8.5, {rounds} interleaved rounds, medians");
+    println!("| shape | bare | tower | ours | ours ÷ tower |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    println!(
+        "| ready().await?.call(x).await?, current thread, limit 64, ns per call | {b:.1} | {t:.1} | {o:.1} | {:.2} |",
+        o / t
+    );
+    println!(
+        "| the same, overhead above bare, ns per call | – | {:.1} | {:.1} | {:.2} (median of per-round ratios) |",
+        t - b,
+        o - b,
+        median(call_ratio)
+    );
+    println!(
+        "| contended: 2 workers, 256 tasks, limit 8, inner yields once, ms per {} requests | {sb:.2} | {st:.2} | {so:.2} | {:.2} (median of per-round ratios) |",
+        TASKS * PER_TASK,
+        median(storm_ratio)
+    );
+    println!();
+}
+
 fn uncontended_fresh_clone(c: &mut Criterion) {
     fn run<S>(
         group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
@@ -573,11 +731,13 @@ fn contended_fresh_clone(c: &mut Criterion) {
 
 fn main() {
     memory_table();
+    shapes_table();
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .configure_from_args();
     uncontended(&mut c);
+    ready_call(&mut c);
     uncontended_fresh_clone(&mut c);
     wait_path(&mut c, "wait_path_long_lived", false);
     wait_path(&mut c, "wait_path_fresh_clone", true);

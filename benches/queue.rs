@@ -22,6 +22,7 @@ const LIMIT: usize = 4;
 const DEPTHS: [usize; 4] = [1_000, 10_000, 40_000, 100_000];
 const TIMEOUT: Duration = Duration::from_millis(250);
 
+/// How the waiters queue: the table's columns, in this order.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Order {
     Fifo,
@@ -32,14 +33,6 @@ enum Order {
 const ORDERS: [Order; 3] = [Order::Fifo, Order::Lifo, Order::Partitioned];
 
 impl Order {
-    fn name(self) -> &'static str {
-        match self {
-            Order::Fifo => "FIFO",
-            Order::Lifo => "LIFO",
-            Order::Partitioned => "partitioned",
-        }
-    }
-
     /// A limiter of `LIMIT`, the policy its waiters use, and the partitions
     /// they alternate between (none but for `Partitioned`).
     fn setup(self, depth: usize, timeout: Option<Duration>) -> (Limiter, Policy, Vec<Partition>) {

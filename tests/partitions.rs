@@ -716,6 +716,106 @@ fn adaptive_limiter_shares_follow_a_pinned_limit() {
 }
 
 // ---------------------------------------------------------------------------
+// Shares under refusing and bounded policies
+// ---------------------------------------------------------------------------
+
+/// Polls a fresh `acquire_in` once: it must decide at once.
+fn now(limiter: &Limiter, policy: &Policy, partition: Option<Partition>) -> Result<Permit, Reason> {
+    let mut acquire = spawn(limiter.acquire_in(policy, partition));
+    match acquire.poll() {
+        Poll::Ready(outcome) => outcome.map_err(|refused| refused.reason()),
+        Poll::Pending => panic!("a refusing policy never waits"),
+    }
+}
+
+/// Issue 8.6: shares hold under `Policy::reject()`. Live 2 / batch 2 of 4.
+/// While permits are free batch borrows them all; once saturated, a live
+/// request (0 of its 2) is refused, and the permit that comes back next is
+/// kept for live: batch, above its share, and requests of no partition are
+/// refused it, and the next live request takes it. A claim lasts until
+/// the partition takes a permit, and live claims at most its unmet
+/// guarantee. (Before the fix batch took every permit that came back.)
+#[test]
+fn shares_hold_under_reject() {
+    let (limiter, [live, batch]) = Limiter::new(4)
+        .partitioned([("live", 0.5), ("batch", 0.5)])
+        .unwrap();
+    let reject = Policy::reject();
+    let now = |partition| now(&limiter, &reject, partition);
+
+    let mut batch_held: Vec<_> = (0..4).map(|_| now(Some(batch)).unwrap()).collect();
+    assert_eq!(held(&limiter), [0, 4], "borrowing while not saturated");
+
+    assert_eq!(now(Some(live)).unwrap_err(), Reason::Full);
+    drop(batch_held.pop());
+    assert_eq!(limiter.available(), 1);
+    assert_eq!(now(Some(batch)).unwrap_err(), Reason::Full, "kept for live");
+    assert_eq!(now(None).unwrap_err(), Reason::Full, "kept for live");
+    assert!(limiter.try_acquire().is_none(), "kept for live");
+    let live_one = now(Some(live)).expect("the permit kept for live");
+    assert_eq!(held(&limiter), [1, 3]);
+
+    // The claim is settled: a free permit is anyone's again.
+    drop(batch_held.pop());
+    let borrowed = now(Some(batch)).expect("no claim: borrowing");
+    assert_eq!(held(&limiter), [1, 3]);
+
+    // Live asks three times while saturated; it lacks 1, so one permit is
+    // kept for it, not three.
+    for _ in 0..3 {
+        assert_eq!(now(Some(live)).unwrap_err(), Reason::Full);
+    }
+    drop(borrowed);
+    drop(batch_held.pop());
+    assert_eq!((limiter.available(), held(&limiter)), (2, vec![1, 1]));
+    let again = now(Some(batch)).expect("one of the two is free to batch");
+    assert_eq!(now(Some(batch)).unwrap_err(), Reason::Full);
+    let live_two = now(Some(live)).expect("kept for live");
+    assert_eq!(held(&limiter), [2, 2]);
+
+    drop((batch_held, again, live_one, live_two));
+    assert_eq!((limiter.in_flight(), limiter.available()), (0, 4));
+}
+
+/// Issue 8.6 with a bounded queue: batch fills the limit and the queue,
+/// and a live request below its share still queues (past the bound, by at
+/// most its unmet guarantee) and is served first. Above the allowance it
+/// is refused. (Before the fix live was refused `QueueFull`.)
+#[test]
+fn shares_hold_when_others_fill_a_bounded_queue() {
+    let (limiter, [live, batch]) = Limiter::new(4)
+        .partitioned([("live", 0.5), ("batch", 0.5)])
+        .unwrap();
+    let bounded = Policy::fifo(2);
+    let mut initial = take(&limiter, Some(batch), 4);
+    let mut w = Waiters::new(&limiter, bounded);
+    w.push("b1", Some(batch));
+    w.push("b2", Some(batch));
+    assert_eq!(
+        now(&limiter, &bounded, Some(batch)).unwrap_err(),
+        Reason::QueueFull
+    );
+    w.push("l1", Some(live));
+    w.push("l2", Some(live));
+    assert_eq!(
+        now(&limiter, &bounded, Some(live)).unwrap_err(),
+        Reason::QueueFull,
+        "live lacks 2: two may queue past the bound, not three"
+    );
+    assert_eq!(limiter.waiting(), 4);
+
+    drop(initial.pop());
+    assert_eq!(w.poll_all(), ["l1"], "live is below its share");
+    drop(initial.pop());
+    assert_eq!(w.poll_all(), ["l2"]);
+    drop(initial.pop());
+    assert_eq!(w.poll_all(), ["b1"]);
+    assert_eq!(held(&limiter), [2, 2]);
+    drop((initial, w));
+    assert_eq!((limiter.in_flight(), limiter.available()), (0, 4));
+}
+
+// ---------------------------------------------------------------------------
 // Over loopback HTTP
 // ---------------------------------------------------------------------------
 
@@ -816,15 +916,16 @@ async fn serve_partitioned(
     limiter: &Limiter,
     [live, batch]: [Partition; 2],
     backend: &Backend,
+    policy: Policy,
 ) -> SocketAddr {
     let (live, batch) = (Some(live), Some(batch));
-    let layer = HttpLimitLayer::from_limiter(limiter.clone()).partition_by(move |head| match head
-        .header("x-class")
-    {
-        Some("live") => live,
-        Some("batch") => batch,
-        _ => None,
-    });
+    let layer = HttpLimitLayer::from_limiter(limiter.clone())
+        .policy(policy)
+        .partition_by(move |head| match head.header("x-class") {
+            Some("live") => live,
+            Some("batch") => batch,
+            _ => None,
+        });
     let handler_backend = backend.clone();
     let app = Router::new()
         .route(
@@ -886,7 +987,7 @@ async fn finish_all(backend: &Backend, mut set: JoinSet<(StatusCode, Bytes)>, ex
 async fn over_http_a_lone_class_uses_the_whole_limit() {
     let (limiter, live, batch) = live_batch(Limiter::new(10));
     let backend = Backend::new();
-    let addr = serve_partitioned(&limiter, [live, batch], &backend).await;
+    let addr = serve_partitioned(&limiter, [live, batch], &backend, Policy::wait()).await;
     let client = client();
 
     for class in [Class::Batch, Class::Other] {
@@ -929,7 +1030,7 @@ async fn over_http_a_lone_class_uses_the_whole_limit() {
 async fn over_http_live_gets_its_share_while_batch_saturates() {
     let (limiter, live, batch) = live_batch(Limiter::new(10));
     let backend = Backend::new();
-    let addr = serve_partitioned(&limiter, [live, batch], &backend).await;
+    let addr = serve_partitioned(&limiter, [live, batch], &backend, Policy::wait()).await;
     let client = client();
     let (live, batch, other) = (Class::Live.index(), Class::Batch.index(), 2);
 
@@ -991,4 +1092,54 @@ async fn over_http_live_gets_its_share_while_batch_saturates() {
     eventually("every permit back", || limiter.in_flight() == 0).await;
     assert_eq!(held(&limiter), [0, 0]);
     assert_eq!(backend.now().entered, [12, 20, 1]);
+}
+
+/// Issue 8.6 over HTTP with `Policy::reject()`: batch borrows the whole
+/// limit of 4 (live 2 / batch 2); a live request is answered 503; when a
+/// batch handler finishes, the next batch request is answered 503 and the
+/// next live request is admitted with the permit kept for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http_shares_hold_under_reject() {
+    let (limiter, [live, batch]) = Limiter::new(4)
+        .partitioned([("live", 0.5), ("batch", 0.5)])
+        .unwrap();
+    let backend = Backend::new();
+    let addr = serve_partitioned(&limiter, [live, batch], &backend, Policy::reject()).await;
+    let client = client();
+    let (live_i, batch_i) = (Class::Live.index(), Class::Batch.index());
+
+    let mut admitted = JoinSet::new();
+    for _ in 0..4 {
+        send(&mut admitted, &client, addr, Class::Batch);
+    }
+    backend
+        .until("4 batch handlers inside", |c| c.inside[batch_i] == 4)
+        .await;
+
+    let mut refused = JoinSet::new();
+    send(&mut refused, &client, addr, Class::Live);
+    let (status, _) = guard("live refused", refused.join_next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+
+    backend.finish_one(Class::Batch);
+    eventually("a batch permit back", || limiter.in_flight() == 3).await;
+    send(&mut refused, &client, addr, Class::Batch);
+    let (status, _) = guard("batch refused", refused.join_next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "kept for live");
+
+    send(&mut admitted, &client, addr, Class::Live);
+    backend
+        .until("the live handler inside", |c| c.inside[live_i] == 1)
+        .await;
+    assert_eq!(held(&limiter), [1, 3]);
+
+    // Four batch requests and the live one, all answered 200.
+    finish_all(&backend, admitted, 5).await;
+    eventually("every permit back", || limiter.in_flight() == 0).await;
 }

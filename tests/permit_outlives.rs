@@ -137,7 +137,7 @@ fn policy_limit_drops_the_inner_future_before_the_permit() {
 
 #[test]
 fn http_limit_drops_the_inner_future_before_the_permit() {
-    use tower_concurrency::http::HttpLimitLayer;
+    use tower_concurrency::http_limit::HttpLimitLayer;
 
     let limiter = Limiter::new(1);
     let drops = drops(&limiter);

@@ -50,6 +50,8 @@ pub(crate) struct Session {
     pub(crate) id: Arc<str>,
     pub(crate) stats: Arc<Mutex<FleetStats>>,
     pub(crate) commands: mpsc::UnboundedReceiver<Command>,
+    /// Notified when a request of this process waits or is refused.
+    demand: Arc<tokio::sync::Notify>,
     /// Subscribed from the start, so no hint after the join is missed.
     hints: Option<broadcast::Receiver<Hint>>,
     /// Permits the store records for this session.
@@ -111,6 +113,7 @@ impl Session {
         let hints = store.hints();
         let mut session = Self {
             hints,
+            demand: limiter.queue_signal(),
             store,
             limiter,
             held: 0,
@@ -168,7 +171,7 @@ impl Session {
                     }
                 },
                 hint = next_hint(&mut hints) => self.hint(hint),
-                () = self.limiter.demand() => self.demanded = true,
+                () = self.demand.notified() => self.demanded = true,
                 () = tokio::time::sleep_until(wake) => {}
             }
             self.step().await;

@@ -30,18 +30,21 @@ enum State {
 
 impl Acquire {
     pub(super) fn new(shared: &Arc<Shared>, policy: &Policy, partition: Option<Partition>) -> Self {
-        if let Some(mut permit) = shared.try_acquire() {
+        if let Some(mut permit) = shared.try_acquire(partition) {
             if let Some(partition) = partition {
                 permit.join(partition);
             }
             return Self::decided(Ok(permit));
         }
-        let Some(place) = shared.enter_queue(policy.max_waiting()) else {
+        let Some(place) = shared.enter_queue(policy.max_waiting(), partition) else {
             let reason = match policy.max_waiting() {
                 Some(0) if shared.held_until().is_some() => Reason::Held,
                 Some(0) => Reason::Full,
                 _ => Reason::QueueFull,
             };
+            if reason != Reason::Held {
+                shared.claim(partition);
+            }
             let rejected = Rejected::new(reason, shared.limit(), Default::default());
             shared.on_rejected(&rejected);
             return Self::decided(Err(rejected));
@@ -72,9 +75,10 @@ impl Acquire {
             };
             let outcome = match timeout {
                 None => Ok(permit.await),
-                Some(timeout) => tokio::time::timeout(timeout, permit)
-                    .await
-                    .map_err(|_| Rejected::new(Reason::TimedOut, shared.limit(), since.elapsed())),
+                Some(timeout) => tokio::time::timeout(timeout, permit).await.map_err(|_| {
+                    shared.claim(partition);
+                    Rejected::new(Reason::TimedOut, shared.limit(), since.elapsed())
+                }),
             };
             shared.on_waited(Stopwatch::at(since), &outcome);
             outcome

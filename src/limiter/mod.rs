@@ -228,10 +228,30 @@ impl Limiter {
         Ok(self.shared.pin(Some(new), Cause::SetLimit))
     }
 
+    /// Moves the limit to `capacity`, 0 included (nothing new is admitted
+    /// until it is raised), with the same rules as
+    /// [`set_limit`](Self::set_limit) otherwise; for a limit whose capacity
+    /// is leased from elsewhere (the fleet). Values above
+    /// [`InvalidLimit::MAX`] are clamped. Returns the old limit.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn set_capacity(&self, capacity: usize) -> usize {
+        self.shared
+            .set_limit(capacity.min(InvalidLimit::MAX), Cause::Capacity)
+    }
+
+    /// A signal notified (with `notify_one`, so a signal is never lost
+    /// between two waits on it) each time a caller starts waiting for a
+    /// permit: the cue to lease more capacity. Costs one atomic load per
+    /// wait once asked for, nothing before.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn queue_signal(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(self.shared.queue_signal.get_or_init(Default::default))
+    }
+
     /// Takes a permit if one is free now, never waiting.
     #[inline]
     pub fn try_acquire(&self) -> Option<Permit> {
-        self.shared.try_acquire()
+        self.shared.try_acquire(None)
     }
 
     /// Takes a permit under `policy`: at once if one is free, else as the
@@ -276,6 +296,21 @@ impl Limiter {
     /// which only ever get spare capacity. No permit in use is revoked, so
     /// a partition below its share gets its share as permits come back.
     /// Shares follow the limit as it moves (adaptive limits included).
+    ///
+    /// Shares hold whatever the policy. Under [`Policy::reject`] nobody
+    /// waits, so a request of a partition below its share that is refused
+    /// for want of a permit (or that times out waiting) *claims* one: from
+    /// then on, free permits are kept for the claims of partitions below
+    /// their share, up to what each lacks, and a request of another
+    /// partition at or above its share, or of no partition, is refused
+    /// when it would take one of them. A claim is settled when its
+    /// partition takes a permit, so borrowing resumes as soon as the
+    /// partitions below their share have what they asked for; a partition
+    /// that stops asking leaves at most its unmet guarantee free. Under a
+    /// bounded queue ([`Policy::fifo`], [`Policy::lifo`]) a request of a
+    /// partition below its share may queue past the bound by what its
+    /// partition lacks, so others filling the queue cannot shut it out;
+    /// queued, it is served first.
     ///
     /// Shares must each be above 0 and add up to at most 1; a limiter is
     /// partitioned once. It hands back the limiter and one [`Partition`]
@@ -345,22 +380,6 @@ impl Limiter {
         self.shared.mean_hold()
     }
 
-    /// Sets the capacity a fleet's lease task holds, 0 included (no new
-    /// admission), by the same rules as [`set_limit`](Self::set_limit):
-    /// nothing in use is revoked. Returns the old capacity.
-    #[cfg(feature = "redis")]
-    pub(crate) fn set_capacity(&self, capacity: usize) -> usize {
-        self.shared
-            .set_limit(capacity.min(InvalidLimit::MAX), Cause::Lease)
-    }
-
-    /// Resolves once a caller queued or was refused since the last call
-    /// (a stored signal): a fleet's lease task waits on it to lease more.
-    #[cfg(feature = "redis")]
-    pub(crate) async fn demand(&self) {
-        self.shared.demand.notified().await;
-    }
-
     /// Whether two handles are on the same limit.
     pub fn same_limit(&self, other: &Limiter) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)
@@ -412,6 +431,22 @@ mod tests {
         drop(held);
         assert_eq!(limiter.available(), 3);
         assert_eq!(limiter.in_flight(), 0);
+    }
+
+    /// The fleet's hooks: a capacity of 0 admits nothing and queues; the
+    /// queue signal fires when a caller starts waiting; raising the
+    /// capacity admits the waiter.
+    #[tokio::test]
+    async fn capacity_zero_queues_and_signals() {
+        let limiter = Limiter::new(2);
+        let signal = limiter.queue_signal();
+        assert_eq!(limiter.set_capacity(0), 2);
+        assert!(limiter.try_acquire().is_none());
+        let mut waiter = tokio_test::task::spawn(limiter.acquire(&Policy::wait()));
+        assert!(waiter.poll().is_pending());
+        signal.notified().await; // stored by notify_one: does not hang
+        assert_eq!(limiter.set_capacity(1), 0);
+        assert!(waiter.poll().is_ready());
     }
 
     #[test]

@@ -39,11 +39,10 @@ pub(super) enum Cause {
     SetLimit,
     /// [`Limiter::unpin`](crate::Limiter::unpin).
     Unpin,
+    /// A share of a limit held elsewhere (the fleet) moved.
+    Capacity,
     /// An adaptive limiter's algorithm.
     Algorithm,
-    /// A fleet's lease task: the capacity leased from the fleet-wide limit.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    Lease,
 }
 
 impl Cause {
@@ -52,8 +51,8 @@ impl Cause {
         match self {
             Cause::SetLimit => "set_limit",
             Cause::Unpin => "unpin",
+            Cause::Capacity => "capacity",
             Cause::Algorithm => "algorithm",
-            Cause::Lease => "lease",
         }
     }
 }
@@ -167,7 +166,6 @@ impl Shared {
     #[inline]
     pub(super) fn on_rejected(&self, rejected: &Rejected) {
         let _ = rejected;
-        self.demand.notify_one();
         #[cfg(feature = "metrics")]
         self.metrics().rejected(rejected.reason());
         #[cfg(feature = "tracing")]
@@ -220,7 +218,9 @@ impl Shared {
     /// A caller took a place in the queue.
     #[inline]
     pub(super) fn on_queued(&self) {
-        self.demand.notify_one();
+        if let Some(signal) = self.queue_signal.get() {
+            signal.notify_one();
+        }
         #[cfg(feature = "metrics")]
         self.metrics().queued();
     }

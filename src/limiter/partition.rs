@@ -71,12 +71,18 @@ struct Entry {
     name: String,
     share: f64,
     in_flight: AtomicUsize,
+    /// Permits it asked for and was refused while below its share: free
+    /// permits kept for it, up to its unmet guarantee, until it takes them.
+    claims: AtomicUsize,
 }
 
 /// The partitions of one limiter.
 pub(super) struct Partitions {
     owner: u32,
     entries: Vec<Entry>,
+    /// The sum of every partition's claims, so that the common case (no
+    /// claim) costs one load.
+    claims: AtomicUsize,
 }
 
 impl Partitions {
@@ -105,6 +111,7 @@ impl Partitions {
                 name,
                 share,
                 in_flight: AtomicUsize::new(0),
+                claims: AtomicUsize::new(0),
             });
         }
         if entries.is_empty() {
@@ -116,7 +123,11 @@ impl Partitions {
             )));
         }
         let owner = OWNERS.fetch_add(1, Relaxed);
-        Ok(Self { owner, entries })
+        Ok(Self {
+            owner,
+            entries,
+            claims: AtomicUsize::new(0),
+        })
     }
 
     /// The handle of the partition at `index`.
@@ -152,12 +163,74 @@ impl Partitions {
             .map_or(0, |e| e.in_flight.load(SeqCst))
     }
 
-    /// Counts a permit in `partition`; false for a partition this limiter
-    /// does not have (one taken from another limiter).
+    /// Counts a permit in `partition`, settling one of its claims; false
+    /// for a partition this limiter does not have (one taken from another
+    /// limiter).
     pub(super) fn join(&self, partition: Partition) -> bool {
-        self.entry(partition)
-            .map(|e| e.in_flight.fetch_add(1, SeqCst))
-            .is_some()
+        let Some(entry) = self.entry(partition) else {
+            return false;
+        };
+        entry.in_flight.fetch_add(1, SeqCst);
+        if self.claims.load(SeqCst) != 0
+            && entry
+                .claims
+                .fetch_update(SeqCst, SeqCst, |c| c.checked_sub(1))
+                .is_ok()
+        {
+            self.claims.fetch_sub(1, SeqCst);
+        }
+        true
+    }
+
+    /// Permits `partition` still lacks to reach its guarantee at `limit`.
+    fn unmet(&self, partition: Partition, limit: usize) -> usize {
+        self.guaranteed(partition, limit)
+            .saturating_sub(self.in_flight(partition))
+    }
+
+    /// Notes that a request of `partition` was refused for want of a
+    /// permit: if the partition is below its share, one more free permit
+    /// is kept for it (up to its unmet guarantee).
+    pub(super) fn claim(&self, partition: Partition, limit: usize) {
+        let Some(entry) = self.entry(partition) else {
+            return;
+        };
+        let unmet = self.unmet(partition, limit);
+        if entry
+            .claims
+            .fetch_update(SeqCst, SeqCst, |c| (c < unmet).then_some(c + 1))
+            .is_ok()
+        {
+            self.claims.fetch_add(1, SeqCst);
+        }
+    }
+
+    /// Free permits kept for partitions other than `asking` (`None`: a
+    /// request of no partition) that are below their share and claimed
+    /// them; 0 if `asking` is below its own share, which may take any.
+    #[inline]
+    pub(super) fn reserved_from(&self, asking: Option<Partition>, limit: usize) -> usize {
+        if self.claims.load(SeqCst) == 0 {
+            return 0;
+        }
+        if asking.is_some_and(|p| self.unmet(p, limit) > 0) {
+            return 0;
+        }
+        (0..self.entries.len())
+            .map(|i| self.handle(i))
+            .filter(|&p| Some(p) != asking)
+            .map(|p| {
+                let claims = self.entry(p).map_or(0, |e| e.claims.load(SeqCst));
+                claims.min(self.unmet(p, limit))
+            })
+            .sum()
+    }
+
+    /// How many more than a queue's bound a request of `partition` may
+    /// queue: its unmet guarantee, so that others filling the queue cannot
+    /// shut it out.
+    pub(super) fn queue_allowance(&self, partition: Option<Partition>, limit: usize) -> usize {
+        partition.map_or(0, |p| self.unmet(p, limit))
     }
 
     pub(super) fn leave(&self, partition: Partition) {

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
 use super::control::Control;
@@ -48,11 +48,11 @@ pub(super) struct Shared {
     /// The algorithm of an adaptive limiter; `None` for a fixed one.
     control: Option<Control>,
     hold: Hold,
-    /// Signalled when a caller queues or is refused: a fleet's lease task
-    /// waits on it to lease more (see `crate::fleet`); nobody else does.
-    pub(super) demand: tokio::sync::Notify,
     /// Its name, and what it reports to (see `observe.rs`).
     pub(super) observer: Observer,
+    /// Notified each time a caller starts waiting, once someone asked for
+    /// it (see [`Limiter::queue_signal`](super::Limiter::queue_signal)).
+    pub(super) queue_signal: OnceLock<Arc<Notify>>,
 }
 
 impl Shared {
@@ -79,8 +79,17 @@ impl Shared {
             mean_hold_nanos: AtomicU64::new(0),
             control,
             hold: Hold::default(),
-            demand: tokio::sync::Notify::new(),
             observer: Observer::default(),
+            queue_signal: OnceLock::new(),
+        }
+    }
+
+    /// Notes that a request of `partition` was refused for want of a
+    /// permit, so that free permits are kept for it while it is below its
+    /// share.
+    pub(super) fn claim(&self, partition: Option<Partition>) {
+        if let (Some(partitions), Some(partition)) = (self.partitions.get(), partition) {
+            partitions.claim(partition, self.limit());
         }
     }
 
@@ -193,11 +202,20 @@ impl Shared {
         }
     }
 
-    /// Takes a permit if one is free now.
+    /// Takes a permit if one is free now for a request of `partition`
+    /// (`None`: of no partition): on a partitioned limiter, free permits
+    /// kept for partitions below their share that asked for them are not
+    /// free to the others (see `Partitions::reserved_from`).
     #[inline]
-    pub(super) fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
+    pub(super) fn try_acquire(self: &Arc<Self>, partition: Option<Partition>) -> Option<Permit> {
         if self.held_until().is_some() {
             return None;
+        }
+        if let Some(partitions) = self.partitions.get() {
+            let reserved = partitions.reserved_from(partition, self.limit());
+            if reserved != 0 && self.available() <= reserved {
+                return None;
+            }
         }
         loop {
             if !self.take_spare() {
@@ -212,9 +230,22 @@ impl Shared {
     }
 
     /// Takes a place in the queue if fewer than `max` wait (no bound if
-    /// `None`); the place is counted in `waiting` until the guard drops.
-    pub(super) fn enter_queue(self: &Arc<Self>, max: Option<usize>) -> Option<QueuePlace> {
-        let max = max.unwrap_or(usize::MAX);
+    /// `None`); the place is counted in `waiting` until the guard drops. A
+    /// request of a partition below its share may queue past a full queue
+    /// by its unmet guarantee, so that others filling the queue cannot shut
+    /// it out; `Some(0)` (refuse at once) stays 0.
+    pub(super) fn enter_queue(
+        self: &Arc<Self>,
+        max: Option<usize>,
+        partition: Option<Partition>,
+    ) -> Option<QueuePlace> {
+        let allowance = match (max, self.partitions.get()) {
+            (Some(max), Some(partitions)) if max > 0 => {
+                partitions.queue_allowance(partition, self.limit())
+            }
+            _ => 0,
+        };
+        let max = max.map_or(usize::MAX, |max| max.saturating_add(allowance));
         self.waiting
             .fetch_update(SeqCst, SeqCst, |w| (w < max).then_some(w + 1))
             .ok()?;

@@ -62,8 +62,8 @@ pub(super) fn bypassed(shared: &Shared) {
 /// limit changed.
 pub(super) fn limit_set(shared: &Shared, old: usize, new: usize, cause: Cause) {
     match cause {
-        Cause::Algorithm | Cause::Lease if old == new => {}
-        Cause::Algorithm | Cause::Lease => tracing::debug!(
+        Cause::Algorithm | Cause::Capacity if old == new => {}
+        Cause::Algorithm | Cause::Capacity => tracing::debug!(
             target: "tower_concurrency",
             limiter = shared.reported_name(),
             old,
