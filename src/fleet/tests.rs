@@ -494,3 +494,18 @@ proptest! {
         runtime.block_on(run_model(steps))?;
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn refused_requests_make_a_process_lease() {
+    // Under a policy that never waits, a process with nothing leased hears
+    // of demand only through its refusals.
+    let store = MemoryStore::new();
+    let a = join(&store, 4, Mode::LocalShare).await;
+    let limiter = a.limiter();
+    assert!(limiter.acquire(&Policy::reject()).await.is_err());
+    run_for(5).await;
+    let permit = limiter.acquire(&Policy::reject()).await;
+    assert!(permit.is_ok(), "leased after the refusal");
+    drop(permit);
+    a.close().await.unwrap();
+}
