@@ -491,7 +491,48 @@ fn ratio_table(since: SystemTime) {
     println!("(read from {})", criterion_home().join(GROUP).display());
 }
 
+/// With `RULES_CALLS=n RULES_VARIANT=<variant>`, sends `n` requests through
+/// that one variant, the same way as the timed group, and exits: for
+/// counting instructions with `perf stat -e instructions:u`, which a busy
+/// machine does not disturb as it does wall time (subtract a run with
+/// `n = 0`, divide by `n`).
+fn count_only() -> bool {
+    let (Ok(calls), Ok(variant)) = (std::env::var("RULES_CALLS"), std::env::var("RULES_VARIANT"))
+    else {
+        return false;
+    };
+    let calls: usize = calls.parse().expect("RULES_CALLS is a number");
+    fn send<S, B>(mut svc: S, calls: usize)
+    where
+        S: Service<Request<()>, Response = Response<B>, Error = Infallible>,
+    {
+        let tenants: Vec<HeaderValue> = (0..TENANTS as u64).map(HeaderValue::from).collect();
+        let mut cx = noop_cx();
+        for i in 0..calls {
+            let req = request(i, tenants[i % TENANTS].clone());
+            drop(black_box(respond(&mut svc, &mut cx, req)));
+        }
+    }
+    match variant.as_str() {
+        "bare" => send(inner(), calls),
+        "tower" => send(tower::limit::ConcurrencyLimit::new(inner(), LIMIT), calls),
+        "ours-core" => send(
+            tower_concurrency::ConcurrencyLimit::new(inner(), LIMIT),
+            calls,
+        ),
+        "ours-http" => send(HttpLimitLayer::new(LIMIT).layer(inner()), calls),
+        "ours-partitioned" => send(partitioned(LIMIT).layer(inner()), calls),
+        "ours-keyed" => send(keyed_text(LIMIT).layer(inner()), calls),
+        "ours-keyed-u64" => send(keyed_u64(LIMIT).layer(inner()), calls),
+        other => panic!("no variant {other:?}; one of {VARIANTS:?}"),
+    }
+    true
+}
+
 fn main() {
+    if count_only() {
+        return;
+    }
     let since = SystemTime::now();
     memory_report();
     let mut c = Criterion::default()

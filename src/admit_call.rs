@@ -77,7 +77,7 @@ where
 {
     /// The request, while it has not been handed to the inner service (for
     /// example after a refusal).
-    #[cfg(feature = "reqwest")]
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn request(self: Pin<&mut Self>) -> Option<&Req> {
         self.project().call.as_ref().map(|(_, request)| request)
     }

@@ -300,7 +300,7 @@ async fn client_unread_body_holds_the_permit_until_read_or_dropped() {
     .await
     .unwrap();
     assert_eq!(first.status(), StatusCode::OK);
-    assert!(first.body().holds_permit());
+    assert!(first.body().has_permit());
     assert_eq!(limiter.in_flight(), 1);
 
     let second = tokio::spawn(svc.clone().oneshot(get_request(addr, "/")));
@@ -309,12 +309,12 @@ async fn client_unread_body_holds_the_permit_until_read_or_dropped() {
 
     let mut body = first.into_body();
     read_exactly(&mut body, b"hello").await;
-    assert!(!body.holds_permit(), "released with the last frame");
+    assert!(!body.has_permit(), "released with the last frame");
     let second = guard("the second head", second).await.unwrap().unwrap();
     assert_eq!(hits.load(SeqCst), 2);
     assert_eq!(limiter.waiting(), 0);
     assert_eq!(limiter.in_flight(), 1, "the second's body is unread");
-    assert!(second.body().holds_permit());
+    assert!(second.body().has_permit());
 
     let third = tokio::spawn(svc.clone().oneshot(get_request(addr, "/")));
     eventually("the third request to queue", || limiter.waiting() == 1).await;
@@ -359,15 +359,15 @@ async fn frames_and_trailers_pass_through_exactly() {
         .await
         .unwrap()
         .into_body();
-    assert!(body.holds_permit());
+    assert!(body.has_permit());
     assert_eq!(data(body.frame().await.unwrap().unwrap()), "one");
-    assert!(body.holds_permit());
+    assert!(body.has_permit());
     assert_eq!(limiter.in_flight(), 1);
     assert_eq!(data(body.frame().await.unwrap().unwrap()), "two");
     let last = body.frame().await.unwrap().unwrap();
     assert_eq!(last.into_trailers().expect("trailers"), trailers());
     assert!(body.frame().await.is_none());
-    assert!(!body.holds_permit());
+    assert!(!body.has_permit());
     assert_eq!(limiter.in_flight(), 0);
 
     let collected = svc
@@ -400,10 +400,10 @@ async fn a_body_error_passes_through_and_releases_the_permit() {
     }));
     let mut body = svc.oneshot(Request::new(())).await.unwrap().into_body();
     assert_eq!(data(body.frame().await.unwrap().unwrap()), "partial");
-    assert!(body.holds_permit());
+    assert!(body.has_permit());
     let err = body.frame().await.unwrap().unwrap_err();
     assert_eq!(err.to_string(), "upstream broke");
-    assert!(!body.holds_permit());
+    assert!(!body.has_permit());
     assert_eq!(limiter.in_flight(), 0);
 }
 
@@ -440,16 +440,16 @@ async fn size_hint_and_end_of_stream_match_the_inner_body() {
     assert!(!body.is_end_stream());
     assert_eq!(data(body.frame().await.unwrap().unwrap()), "hello");
     assert!(body.is_end_stream());
-    assert!(!body.holds_permit(), "released with the last frame");
+    assert!(!body.has_permit(), "released with the last frame");
     assert_eq!(limiter.in_flight(), 0);
 
     let empty_full = Full::new(Bytes::new());
     let mut body = respond(&limiter, empty_full.clone()).await;
     same_hints(&body, &empty_full);
     assert!(body.is_end_stream());
-    assert!(body.holds_permit());
+    assert!(body.has_permit());
     assert!(body.frame().await.is_none());
-    assert!(!body.holds_permit());
+    assert!(!body.has_permit());
     assert_eq!(limiter.in_flight(), 0);
 
     let empty = Empty::<Bytes>::new();

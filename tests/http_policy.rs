@@ -399,7 +399,7 @@ async fn full_queue_answers_503_at_once_with_queue_full() {
     assert_eq!(rejected.limit(), 1);
     assert_eq!(rejected.waited(), Duration::ZERO);
     let body = response.into_body();
-    assert!(!body.holds_permit());
+    assert!(!body.has_permit());
     let text = "concurrency limit of 1 reached and its queue is full\n";
     assert_eq!(body.size_hint().exact(), Some(text.len() as u64));
     assert!(!body.is_end_stream());

@@ -188,14 +188,14 @@ mod metrics {
         }
         // a: admitted at once; its body holds the permit.
         let a = call(get("/", Some("a"), "live")).await.unwrap();
-        assert!(a.body().holds_permit());
+        assert!(a.body().has_permit());
         // a again: its key is full.
         let a_again = call(get("/", Some("a"), "live")).await.unwrap();
         assert_eq!(a_again.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(reason(&a_again), Reason::KeyFull);
         // b: admitted at once, batch; the limit of 2 is now full.
         let b = call(get("/", Some("b"), "batch")).await.unwrap();
-        assert!(b.body().holds_permit());
+        assert!(b.body().has_permit());
         // c: a third key, past the 2 tracked.
         let c = call(get("/", Some("c"), "live")).await.unwrap();
         assert_eq!(reason(&c), Reason::TooManyKeys);
@@ -213,7 +213,7 @@ mod metrics {
         tokio::time::sleep(Duration::from_millis(10)).await;
         drop(a);
         let g = g.await.unwrap().unwrap();
-        assert!(g.body().holds_permit());
+        assert!(g.body().has_permit());
         // An operator raises the limit.
         limiter.set_limit(4);
 

@@ -483,12 +483,12 @@ async fn key_released_when_the_body_ends() {
     let svc = layer.layer(ok_inner());
 
     let mut first = admitted(now(&svc, req(Some(ALPHA))));
-    assert!(first.body().holds_permit());
+    assert!(first.body().has_permit());
     assert_eq!(reason(now(&svc, req(Some(ALPHA)))), Reason::KeyFull);
 
     let frame = first.body_mut().frame().await.unwrap().unwrap();
     assert_eq!(frame.into_data().unwrap(), "ok");
-    assert!(!first.body().holds_permit(), "the body ended");
+    assert!(!first.body().has_permit(), "the body ended");
     assert_eq!(limiter.in_flight(), 0);
     let second = admitted(now(&svc, req(Some(ALPHA))));
     drop((first, second));
@@ -523,7 +523,7 @@ async fn key_released_when_the_body_is_dropped_mid_stream() {
         streaming.body_mut().frame().now_or_never().is_none(),
         "the body goes on"
     );
-    assert!(streaming.body().holds_permit());
+    assert!(streaming.body().has_permit());
     assert_eq!(reason(now(&svc, req(Some(ALPHA)))), Reason::KeyFull);
     assert_eq!(reason(now(&svc, req(Some(BRAVO)))), Reason::TooManyKeys);
 
@@ -820,7 +820,7 @@ fn bypassed_requests_take_no_permit_and_never_queue() {
     assert_eq!(limiter.bypassed(), 4);
 }
 
-/// `ResponseBody::holds_permit` says whether the body "still holds its
+/// `ResponseBody::has_permit` says whether the body "still holds its
 /// request's permit"; a bypassed request never had one, yet its body says
 /// it does (the body keeps an empty `Held` until it ends).
 #[test]
@@ -831,5 +831,5 @@ fn a_bypassed_body_does_not_claim_a_permit() {
     let svc = layer.layer(streaming_inner());
     let health = admitted(now(&svc, req_to("/health", None)));
     assert_eq!(limiter.in_flight(), 0);
-    assert!(!health.body().holds_permit());
+    assert!(!health.body().has_permit());
 }

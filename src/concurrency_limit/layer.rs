@@ -19,6 +19,7 @@ pub struct ConcurrencyLimitLayer<C = DefaultClassifier> {
     classifier: C,
     /// Whether [`classifier`](Self::classifier) was called: without one,
     /// [`http`](Self::http) classifies by status code.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     custom_classifier: bool,
 }
 

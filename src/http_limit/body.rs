@@ -58,7 +58,7 @@ impl<B> ResponseBody<B> {
     }
 
     /// Whether this body still holds its request's permit.
-    pub fn holds_permit(&self) -> bool {
+    pub fn has_permit(&self) -> bool {
         matches!(&self.inner, Inner::Admitted { held: Some(_), .. })
     }
 }
@@ -137,7 +137,7 @@ where
 impl<B> std::fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseBody")
-            .field("holds_permit", &self.holds_permit())
+            .field("has_permit", &self.has_permit())
             .finish_non_exhaustive()
     }
 }

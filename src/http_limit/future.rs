@@ -36,7 +36,6 @@ pin_project! {
         pub(super) key: Option<KeyPermit>,
         pub(super) config: Arc<Config>,
         pub(super) classifier: C,
-        pub(super) grpc: bool,
     }
 }
 
@@ -49,14 +48,12 @@ where
         key: Option<KeyPermit>,
         config: Arc<Config>,
         classifier: C,
-        grpc: bool,
     ) -> Self {
         Self {
             inner,
             key,
             config,
             classifier,
-            grpc,
         }
     }
 }
@@ -69,18 +66,23 @@ where
     type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
+        let mut this = self.project();
         let config = &**this.config;
-        let admitted = ready!(this.inner.poll_admit(cx, |request, permit, waited| {
-            Admission::stamp(&config.limiter, request, permit, waited)
-        }));
-        Poll::Ready(settle(
-            config,
-            this.classifier,
-            this.key,
-            *this.grpc,
-            admitted,
-        ))
+        let admitted = ready!(this
+            .inner
+            .as_mut()
+            .poll_admit(cx, |request, permit, waited| {
+                if config.admission_record {
+                    Admission::stamp(&config.limiter, request, permit, waited)
+                }
+            }));
+        // Only a refusal needs to know whether the request was gRPC.
+        let grpc = admitted.is_err()
+            && this
+                .inner
+                .request()
+                .is_some_and(|request| grpc::is_grpc(request.headers()));
+        Poll::Ready(settle(config, this.classifier, this.key, grpc, admitted))
     }
 }
 
@@ -113,14 +115,17 @@ where
                 .respond(rejected, &config.limiter, grpc_request))
         }
     };
+    let wants_outcome = permit.as_ref().is_some_and(Permit::wants_outcome);
     let body_end = config.release == Release::BodyEnd && permit.is_some();
-    // A gRPC response whose status comes in its trailers.
+    // A gRPC response whose status comes in its trailers, if anything is
+    // to be read from them.
     let grpc_trailers = body_end
+        && (wants_outcome || config.honor_retry_after.is_some())
         && matches!(&outcome, Ok(response) if response.status() == StatusCode::OK
             && grpc::is_grpc(response.headers())
             && grpc::status(response.headers()).is_none());
     let mut trailers = None;
-    if let Some(permit) = permit.as_mut().filter(|p| p.wants_outcome()) {
+    if let Some(permit) = permit.as_mut().filter(|_| wants_outcome) {
         let head = if config.classify_by_status {
             HttpClassifier.classify(&outcome)
         } else {

@@ -1,13 +1,43 @@
 //! At most N requests in flight per key (client IP, API key, tenant).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::{Reason, Rejected};
 
-const SHARDS: usize = 32;
+/// The shard is picked from the top `SHARD_BITS` bits of a key's hash.
+const SHARD_BITS: u32 = 5;
+const SHARDS: usize = 1 << SHARD_BITS;
+
+/// A shard's map from key hashes to counts. The keys are hashes already
+/// (seeded SipHash), so the map does not hash them again: see [`PassThrough`].
+type Shard = HashMap<u64, usize, BuildHasherDefault<PassThrough>>;
+
+/// Hands a key's hash to the shard's map as its own hash, without the
+/// shard bits: they are the same for every key of a shard, and the map
+/// uses the top 7 bits of a hash as tags and the low bits to pick a
+/// bucket, so the shard bits are shifted out and the low bits kept.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        (self.0 << SHARD_BITS) | (self.0 & (SHARDS as u64 - 1))
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (the keys are `u64`); fold anything else.
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+}
 
 /// How many requests each key may have in flight, and how many keys are
 /// tracked at once: the argument of
@@ -93,7 +123,7 @@ pub(super) struct KeyTable {
     max_keys: usize,
     hasher: RandomState,
     tracked: AtomicUsize,
-    shards: Box<[Mutex<HashMap<u64, usize>>]>,
+    shards: Box<[Mutex<Shard>]>,
 }
 
 impl std::fmt::Debug for KeyTable {
@@ -126,8 +156,8 @@ impl KeyTable {
         self.tracked.load(SeqCst)
     }
 
-    fn shard(&self, hash: u64) -> MutexGuard<'_, HashMap<u64, usize>> {
-        let shard = &self.shards[(hash as usize) % SHARDS];
+    fn shard(&self, hash: u64) -> MutexGuard<'_, Shard> {
+        let shard = &self.shards[(hash >> (u64::BITS - SHARD_BITS)) as usize];
         shard.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -213,6 +243,38 @@ mod tests {
         drop(b1);
         assert_eq!(table.tracked(), 0);
         assert!(table.shards.iter().all(|s| s.lock().unwrap().is_empty()));
+    }
+
+    #[test]
+    fn keys_spread_over_shards_by_their_top_bits() {
+        let table = Arc::new(KeyTable::new(KeyLimit::new(1).max_keys(10_000)));
+        let held: Vec<_> = (0..4096u32)
+            .map(|k| table.enter(table.hash(&k)).unwrap())
+            .collect();
+        let sizes: Vec<usize> = table
+            .shards
+            .iter()
+            .map(|s| s.lock().unwrap().len())
+            .collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 4096);
+        // 128 per shard on average: every shard is used, none is crowded.
+        assert!(sizes.iter().all(|&n| (64..=192).contains(&n)), "{sizes:?}");
+        drop(held);
+        assert_eq!(table.tracked(), 0);
+    }
+
+    #[test]
+    fn pass_through_keeps_the_low_bits_and_drops_the_shard_bits() {
+        let mut hasher = PassThrough::default();
+        hasher.write_u64(0xF800_0000_0000_0001);
+        assert_eq!(
+            hasher.finish(),
+            0x21,
+            "the shard bits are gone, the low bits kept"
+        );
+        let mut hasher = PassThrough::default();
+        hasher.write_u64(0x07FF_FFFF_FFFF_FFE0);
+        assert_eq!(hasher.finish(), 0xFFFF_FFFF_FFFF_FC00);
     }
 
     #[test]

@@ -53,8 +53,7 @@ where
                 extensions: &extensions,
             })
         };
-        let grpc = grpc::is_grpc(request.headers());
-        self.start(admit, key, request, grpc)
+        self.start(admit, key, request)
     }
 }
 
@@ -68,7 +67,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let admitted = ready!(this.inner.as_mut().poll_admit(cx, |_, _, _| {}));
-        let mut url = None;
+        let (mut url, mut grpc) = (None, false);
         let admitted = match admitted {
             Ok((outcome, permit, at)) => Ok((
                 outcome.map(|response| {
@@ -79,11 +78,14 @@ where
                 at,
             )),
             Err(rejected) => {
-                url = this.inner.request().map(|request| request.url().clone());
+                if let Some(request) = this.inner.request() {
+                    url = Some(request.url().clone());
+                    grpc = grpc::is_grpc(request.headers());
+                }
                 Err(rejected)
             }
         };
-        let answer = settle(this.config, this.classifier, this.key, *this.grpc, admitted)?;
+        let answer = settle(this.config, this.classifier, this.key, grpc, admitted)?;
         Poll::Ready(Ok(into_reqwest(answer, url)))
     }
 }

@@ -9,7 +9,7 @@ use tower_service::Service;
 use super::keyed::KeyPermit;
 use super::layer::Config;
 use super::rules::RequestHead;
-use super::{grpc, HttpClassifier, ResponseBody, ResponseFuture};
+use super::{HttpClassifier, ResponseBody, ResponseFuture};
 use crate::adaptive::Classify;
 use crate::admit_call::AdmitCall;
 use crate::{Acquire, Limiter};
@@ -77,8 +77,7 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let (admit, key) = self.admission(&RequestHead::of(&request));
-        let grpc = grpc::is_grpc(request.headers());
-        self.start(admit, key, request, grpc)
+        self.start(admit, key, request)
     }
 }
 
@@ -114,10 +113,12 @@ impl<S, C: Clone> HttpLimit<S, C> {
         self.config.limiter.acquire_in(&self.config.policy, None)
     }
 
+    #[cfg_attr(not(feature = "reqwest"), allow(dead_code))]
     pub(super) fn config(&self) -> &Config {
         &self.config
     }
 
+    #[cfg_attr(not(feature = "reqwest"), allow(dead_code))]
     pub(super) fn inner_mut(&mut self) -> &mut S {
         &mut self.inner
     }
@@ -128,19 +129,12 @@ impl<S, C: Clone> HttpLimit<S, C> {
         admit: Option<Acquire>,
         key: Option<KeyPermit>,
         request: Req,
-        grpc: bool,
     ) -> ResponseFuture<S, Req, C>
     where
         S: Service<Req> + Clone,
     {
         let timed = self.config.rejection.needs_timing();
         let call = AdmitCall::start(admit, &mut self.inner, request, timed);
-        ResponseFuture::new(
-            call,
-            key,
-            Arc::clone(&self.config),
-            self.classifier.clone(),
-            grpc,
-        )
+        ResponseFuture::new(call, key, Arc::clone(&self.config), self.classifier.clone())
     }
 }
