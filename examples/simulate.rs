@@ -9,7 +9,8 @@
 //! ```
 //!
 //! SCENARIO is one of `knee`, `capacity-step`, `flash-crowd`,
-//! `backpressure-429`, `black-hole`, `jitter` (default: `all`). Charts go
+//! `backpressure-429`, `black-hole`, `jitter`, `large-32`, `large-64`,
+//! `large-128`, `small-slow`, `stall`, `capacity-return` (default: `all`). Charts go
 //! to `target/sim/<scenario>.svg` unless `--out` says otherwise: for each
 //! run, the limit, the requests in flight and the ideal limit (dashed) over
 //! time on the left axis, and the mean latency of successes on the right.

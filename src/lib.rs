@@ -47,6 +47,8 @@
 pub mod adaptive;
 mod admit_call;
 pub mod concurrency_limit;
+#[cfg(feature = "redis")]
+pub mod fleet;
 #[cfg(feature = "http")]
 pub mod http_limit;
 pub mod limiter;

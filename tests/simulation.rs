@@ -277,14 +277,14 @@ fn algorithm(name: &str) -> Algorithm {
 }
 
 macro_rules! targets {
-    ($($module:ident: $scenario:ident => [$($algorithm:ident),* $(,)?];)*) => {$(
+    ($($module:ident: $scenario:expr => [$($algorithm:ident),* $(,)?];)*) => {$(
         mod $module {
             use super::*;
 
             $(
                 #[test]
                 fn $algorithm() {
-                    assert_targets(Scenario::$scenario(), algorithm(stringify!($algorithm)));
+                    assert_targets($scenario, algorithm(stringify!($algorithm)));
                 }
             )*
         }
@@ -311,15 +311,32 @@ macro_rules! targets {
 //   per-sample baselines come out low and the limit sinks; goodput 0.5-0.9
 //   of the best fixed limit), `windowed_aimd` (its timeout is within the
 //   jitter).
+// The scenarios of issue 11 (a large backend far above the initial limit,
+// a small slow-only one below it, a 200 ms stall, capacity coming back after
+// a drop) show what the delay-based algorithms still miss; each is met only
+// by the algorithms listed (seeds 1 to 4; `cargo run --release --example
+// simulate -- all --seeds 1-4` prints every figure):
+//
+// - large-32: `aimd` only. The others grow one step per window (behind
+//   `Windowed`, 100 ms) or per round trip: 0.81-0.89 of the best fixed
+//   limit's goodput. large-64, large-128: none (AIMD 0.77 and 0.48).
+// - small-slow: none. Started at 10 above 3 workers, the delay-based ones
+//   take the queued round trips of the start for the no-load baseline and
+//   settle near 12, never within ±25% of 4.
+// - stall: `aimd` only. The windowed ones reach 0.81-0.83 of the best fixed
+//   limit's goodput and take 23-26 round trips to come back (target 20).
+// - capacity-return: none (goodput 0.70-0.85, p99 4-10x the backend's).
 targets! {
-    knee: knee => [aimd, vegas, gradient2, windowed_vegas, windowed_gradient2];
-    capacity_step: capacity_step => [vegas, windowed_vegas, windowed_gradient2];
-    flash_crowd: flash_crowd => [aimd, vegas, windowed_vegas, windowed_gradient2];
-    backpressure_429: backpressure_429 => [
+    knee: Scenario::knee() => [aimd, vegas, gradient2, windowed_vegas, windowed_gradient2];
+    capacity_step: Scenario::capacity_step() => [vegas, windowed_vegas, windowed_gradient2];
+    flash_crowd: Scenario::flash_crowd() => [aimd, vegas, windowed_vegas, windowed_gradient2];
+    backpressure_429: Scenario::backpressure_429() => [
         aimd, vegas, gradient2, windowed_aimd, windowed_vegas, windowed_gradient2,
     ];
-    black_hole: black_hole => [
+    black_hole: Scenario::black_hole() => [
         aimd, vegas, gradient2, windowed_aimd, windowed_vegas, windowed_gradient2,
     ];
-    jitter: jitter => [windowed_vegas, windowed_gradient2];
+    jitter: Scenario::jitter() => [windowed_vegas, windowed_gradient2];
+    large_32: Scenario::large(32) => [aimd];
+    stall: Scenario::stall() => [aimd];
 }

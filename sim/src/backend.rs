@@ -36,6 +36,10 @@ pub struct BackendConfig {
     /// Changes of the worker count: `(offset from the start, workers)`, in
     /// order.
     pub capacity_changes: Vec<(Duration, usize)>,
+    /// Stalls: `(offset from the start, length)`. During a stall nothing
+    /// finishes and no service starts (a pause of the whole machine, say);
+    /// what was due then finishes when it ends.
+    pub stalls: Vec<(Duration, Duration)>,
 }
 
 impl BackendConfig {
@@ -49,7 +53,16 @@ impl BackendConfig {
             contention: 0.0,
             overload: None,
             capacity_changes: Vec::new(),
+            stalls: Vec::new(),
         }
+    }
+
+    /// The end of the stall that `offset` falls in, if any.
+    pub fn stalled_until(&self, offset: Duration) -> Option<Duration> {
+        self.stalls
+            .iter()
+            .find(|&&(at, length)| at <= offset && offset < at + length)
+            .map(|&(at, length)| at + length)
     }
 
     /// The worker count at `offset` from the start.
@@ -200,6 +213,8 @@ pub struct BackendStats {
 pub struct Backend {
     config: Arc<BackendConfig>,
     state: Arc<Mutex<State>>,
+    /// When it was built: stalls are offsets from here.
+    start: Instant,
 }
 
 struct State {
@@ -212,7 +227,8 @@ struct State {
 }
 
 impl Backend {
-    /// A backend as `config` says, drawing jitter from `seed`.
+    /// A backend as `config` says, drawing jitter from `seed`; its
+    /// [`stalls`](BackendConfig::stalls) count from now.
     ///
     /// # Panics
     ///
@@ -232,6 +248,15 @@ impl Backend {
                 rng: SimRng::new(seed, 2),
                 stats: BackendStats::default(),
             })),
+            start: Instant::now(),
+        }
+    }
+
+    /// Waits out a stall, if one is on now.
+    async fn stall(&self) {
+        let now = Instant::now().saturating_duration_since(self.start);
+        if let Some(end) = self.config.stalled_until(now) {
+            tokio::time::sleep_until(self.start + end).await;
         }
     }
 
@@ -317,6 +342,7 @@ impl Backend {
             ticket.queued = None;
             ticket.serving = true;
         }
+        self.stall().await;
         let service = {
             let mut state = self.state();
             let jitter = self.config.jitter.draw(&mut state.rng);
@@ -326,6 +352,7 @@ impl Backend {
                 .mul_f64(jitter * (1.0 + self.config.contention * over))
         };
         tokio::time::sleep(service).await;
+        self.stall().await;
         ticket.done = true;
         Ok(SimResponse::Success)
     }
@@ -499,6 +526,34 @@ mod tests {
         let start = Instant::now();
         call(&backend).await.unwrap();
         assert_eq!(start.elapsed(), Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stall_holds_every_answer_and_start_until_it_ends() {
+        let mut config = BackendConfig::new(1, Duration::from_millis(100));
+        // Stalled from 50 to 250 ms.
+        config.stalls = vec![(Duration::from_millis(50), Duration::from_millis(200))];
+        let backend = Backend::new(&config, 1);
+        let start = Instant::now();
+        // Due at 100 ms, mid-stall: answered at 250. Queued behind it, the
+        // second starts at 250 and takes its 100 ms.
+        let first = tokio::spawn(call(&backend));
+        let second = tokio::spawn(call(&backend));
+        first.await.unwrap().unwrap();
+        assert_eq!(start.elapsed(), Duration::from_millis(250));
+        second.await.unwrap().unwrap();
+        assert_eq!(start.elapsed(), Duration::from_millis(350));
+        // Arriving during a stall: service starts when it ends.
+        let backend = Backend::new(&config, 1);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let start = Instant::now();
+        call(&backend).await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_millis(290));
+        assert_eq!(
+            config.stalled_until(Duration::from_millis(249)),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(config.stalled_until(Duration::from_millis(250)), None);
     }
 
     #[tokio::test(start_paused = true)]

@@ -316,7 +316,7 @@ async fn request(mut stack: SimStack, id: u64, start: Instant, deadline: Duratio
 }
 
 /// The fixed limits a [`sweep`] tries by default.
-pub const FIXED_LIMITS: [usize; 11] = [1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64];
+pub const FIXED_LIMITS: [usize; 15] = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192];
 
 /// Runs of one scenario with a range of fixed limits.
 #[derive(Debug, Clone, PartialEq)]

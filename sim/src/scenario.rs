@@ -42,7 +42,8 @@ pub struct Scenario {
 }
 
 /// A stretch of a scenario in which the worker count and the offered rate
-/// stay the same. Phases start at zero and at every capacity or rate change.
+/// stay the same. Phases start at zero, at every capacity or rate change,
+/// and at the start and the end of every stall.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Phase {
     /// Its position, from 0.
@@ -92,6 +93,10 @@ impl Scenario {
     /// | `backpressure-429` | 16 workers, 429 above 5 inside | 1.5× of 5 | 1 × 100 RTTs |
     /// | `black-hole` | 16 workers, no answer above 5 inside | 1.5× of 5 | 1 × 100 RTTs |
     /// | `jitter` | 16 workers, log-normal σ 0.6 | 1.5× capacity | 1 × 100 RTTs |
+    /// | `large-32`, `large-64`, `large-128` | 32, 64, 128 workers | 1.5× capacity | 1 × 100 RTTs |
+    /// | `small-slow` | 3 workers, no contention | 1.5× capacity | 1 × 100 RTTs |
+    /// | `stall` | 16 workers, stalled for 200 ms at 2 s | 1.5× capacity, 150 ms deadline | 3 phases, 100 RTTs in all |
+    /// | `capacity-return` | 32 → 8 → 32 workers | 1.25× of 32 | 3 × 40 RTTs |
     ///
     /// All have a 50 ms mean service time ([`RTT`]), Poisson arrivals, a
     /// refusing policy, a client deadline of 1 s (500 ms behind the black
@@ -105,6 +110,12 @@ impl Scenario {
             Self::backpressure_429(),
             Self::black_hole(),
             Self::jitter(),
+            Self::large(32),
+            Self::large(64),
+            Self::large(128),
+            Self::small_slow(),
+            Self::stall(),
+            Self::capacity_return(),
         ]
     }
 
@@ -230,6 +241,103 @@ impl Scenario {
         s
     }
 
+    /// A backend of `workers` workers (32, 64 or 128 for the built-in
+    /// ones), far above the initial limit of every algorithm (10), at 1.5×
+    /// its capacity: besides the targets, the limit must settle within
+    /// ±25% of the ideal within 40 round trips (2 s).
+    ///
+    /// # Panics
+    ///
+    /// For a worker count other than 32, 64 or 128 (a scenario's name is
+    /// static).
+    pub fn large(workers: usize) -> Self {
+        let name = match workers {
+            32 => "large-32",
+            64 => "large-64",
+            128 => "large-128",
+            other => panic!("no built-in large scenario with {other} workers"),
+        };
+        let mut s = Self::base(
+            name,
+            "many workers, far above the initial limit, 1.5x capacity",
+        );
+        s.backend.workers = workers;
+        s.load.rate = Rate::constant(1.5 * s.backend.capacity(workers));
+        s.expect = s
+            .expect
+            .check(Figure::SettleRtts, Scope::Phase(0), Bounds::at_most(40.0));
+        s
+    }
+
+    /// Three workers that only slow down (no refusal, no contention), below
+    /// the initial limit of every algorithm (10), at 1.5× their capacity:
+    /// the first round trips come back queued behind the initial limit.
+    /// The limit must settle within ±25% of the ideal (4) within 40 round
+    /// trips (2 s), with p99 at most 3× the backend's, and goodput at least
+    /// 80% of capacity. Not against the best fixed limit: a backend that
+    /// never slows its workers rewards any queue with goodput, so the best
+    /// fixed limit by goodput is the largest (with 3.4× the backend's p99);
+    /// a limit is there for the latency.
+    pub fn small_slow() -> Self {
+        let mut s = Self::base(
+            "small-slow",
+            "3 workers that only slow down, below the initial limit, 1.5x capacity",
+        );
+        s.backend.workers = 3;
+        s.backend.contention = 0.0;
+        s.load.rate = Rate::constant(1.5 * s.backend.capacity(3));
+        s.expect = Expect::default()
+            .check(Figure::GoodputShare, Scope::Run, Bounds::at_least(0.8))
+            .check(Figure::P99VsBackend, Scope::Run, Bounds::at_most(3.0))
+            .check(Figure::SettleRtts, Scope::Phase(0), Bounds::at_most(40.0));
+        s
+    }
+
+    /// The backend stalls for 200 ms (4 round trips) at 2 s (phase 1):
+    /// nothing finishes, and with a 150 ms client deadline whatever was
+    /// inside times out. One stall is no reason to keep the limit down:
+    /// after it (phase 2), the limit must be back within ±25% of the ideal
+    /// within 20 round trips (1 s); and the targets for goodput and p99 hold
+    /// (the limit settles before the stall too).
+    pub fn stall() -> Self {
+        let mut s = Self::base(
+            "stall",
+            "16 workers stalled for 200 ms at 2 s, 150 ms deadline, 1.5x capacity",
+        );
+        s.backend.stalls = vec![(40 * RTT, 4 * RTT)];
+        s.load.deadline = 3 * RTT;
+        s.expect = Expect::default()
+            .check(
+                Figure::GoodputVsBestFixed,
+                Scope::Run,
+                Bounds::at_least(0.9),
+            )
+            .check(Figure::P99VsBackend, Scope::Run, Bounds::at_most(3.0))
+            .check(Figure::SettleRtts, Scope::Phase(0), Bounds::at_most(50.0))
+            .check(Figure::SettleRtts, Scope::Phase(2), Bounds::at_most(20.0));
+        s
+    }
+
+    /// Capacity comes back after a drop: 32 → 8 → 32 workers, 2 s each,
+    /// under a steady 1.25× of 32's capacity. Besides the targets, the limit
+    /// must settle within 20 round trips (1 s) of each change.
+    pub fn capacity_return() -> Self {
+        let mut s = Self::base(
+            "capacity-return",
+            "workers drop 32 -> 8 -> 32 under a steady 1.25x load",
+        );
+        s.backend.workers = 32;
+        s.backend.capacity_changes = vec![(40 * RTT, 8), (80 * RTT, 32)];
+        s.load.rate = Rate::constant(1.25 * s.backend.capacity(32));
+        s.duration = 120 * RTT;
+        s.expect = s.expect.check(
+            Figure::SettleRtts,
+            Scope::SaturatedPhases,
+            Bounds::at_most(20.0),
+        );
+        s
+    }
+
     /// The same scenario with another seed.
     pub fn with_seed(mut self, seed: u64) -> Self {
         self.seed = seed;
@@ -242,10 +350,17 @@ impl Scenario {
         self.backend.service_time
     }
 
-    /// The phases: from zero and from every capacity or rate change.
+    /// The phases: from zero, from every capacity or rate change, and from
+    /// the start and the end of every stall.
     pub fn phases(&self) -> Vec<Phase> {
         let mut starts: Vec<Duration> = std::iter::once(Duration::ZERO)
             .chain(self.backend.capacity_changes.iter().map(|&(at, _)| at))
+            .chain(
+                self.backend
+                    .stalls
+                    .iter()
+                    .flat_map(|&(at, length)| [at, at + length]),
+            )
             .chain(self.load.rate.changes())
             .filter(|&at| at < self.duration)
             .collect();
@@ -343,7 +458,13 @@ mod tests {
                 "flash-crowd",
                 "backpressure-429",
                 "black-hole",
-                "jitter"
+                "jitter",
+                "large-32",
+                "large-64",
+                "large-128",
+                "small-slow",
+                "stall",
+                "capacity-return",
             ]
         );
     }

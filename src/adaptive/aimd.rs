@@ -48,7 +48,9 @@ use super::{LimitAlgorithm, Sample};
 ///   takes to be seen) are one *episode*, and an episode never takes the
 ///   limit below half of what it was when the episode began.
 /// - **A ceiling**: a request refused with `n` in flight (itself included)
-///   says that `n` is too many. The limit is capped at `n - 1` (the
+///   says that `n` is too many, if `n` is at least half the limit (a
+///   request admitted with fewer in flight, say just after a stall, says
+///   nothing of where the backend's limit lies: a decrease, no ceiling). The limit is capped at `n - 1` (the
 ///   smallest such cap in the episode), and may not grow above it for a
 ///   *hold*: two feedback times at first, twice as long for each new
 ///   episode that starts within two holds of the previous one (overload
@@ -310,6 +312,13 @@ impl Overloads {
     /// An overload at `limit`: the new limit.
     pub(super) fn overload(&mut self, limit: f64, backoff: f64, sample: &Sample) -> f64 {
         let (new, floor) = self.episode(limit, sample);
+        let decreased = (limit * backoff).max(floor);
+        if (sample.in_flight as f64) * 2.0 < limit {
+            // Admitted with less than half the limit in flight (after a
+            // stall, say): a decrease, but no evidence of where the
+            // backend's limit lies.
+            return decreased;
+        }
         let refused = sample.in_flight.saturating_sub(1).max(1) as f64;
         let ceiling = match self.ceiling {
             Some(c) if !new => Ceiling {
@@ -323,7 +332,7 @@ impl Overloads {
         };
         self.ceiling = Some(ceiling);
         self.hold_until = Some(sample.now + self.hold);
-        (limit * backoff).max(floor).min(ceiling.at)
+        decreased.min(ceiling.at)
     }
 
     /// A success too slow to count as one (AIMD's timeout): one decrease
@@ -442,7 +451,7 @@ mod tests {
     #[test]
     fn a_refusal_sets_a_ceiling_held_then_probed_one_step_at_a_time() {
         let c = Clock::new();
-        let mut a = Aimd::new().initial(20);
+        let mut a = Aimd::new().initial(10);
         // Refused with 6 in flight: the limit falls to 5 at once.
         assert_eq!(a.update(&c.over(0, 100, 6)), 5);
         // Held for two feedback times (200 ms): no growth above 5.
@@ -487,9 +496,27 @@ mod tests {
     }
 
     #[test]
+    fn timeouts_admitted_at_a_low_count_set_no_ceiling() {
+        let c = Clock::new();
+        let mut a = Aimd::new().initial(36);
+        // Three deadline misses (100 ms) of requests admitted with 2 in
+        // flight, after a stall: a decrease, within the episode's floor,
+        // but no evidence that 2 is too many.
+        a.update(&c.over(0, 100, 2));
+        a.update(&c.over(1, 100, 2));
+        assert_eq!(a.update(&c.over(2, 100, 2)), 26); // floor(36 * 0.9^3)
+        assert!(a.overloads.ceiling.is_none());
+        // Growth resumes at once.
+        assert_eq!(a.update(&c.ok(10, 50, 26)), 27);
+        // Refused with at least half the limit in flight: a ceiling.
+        a.update(&c.over(300, 100, 20));
+        assert_eq!(a.overloads.ceiling.unwrap().refused, 19.0);
+    }
+
+    #[test]
     fn the_ceiling_is_the_lowest_refused_count_of_the_episode() {
         let c = Clock::new();
-        let mut a = Aimd::new().initial(30);
+        let mut a = Aimd::new().initial(20);
         // Refused with 12, then 8, in flight, within one feedback time.
         assert_eq!(a.update(&c.over(0, 100, 12)), 11);
         assert_eq!(a.update(&c.over(50, 100, 8)), 7);

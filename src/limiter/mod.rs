@@ -110,6 +110,22 @@ impl Limiter {
         }
     }
 
+    /// An adaptive limit with the recommended algorithm and its defaults:
+    /// [`Windowed`](crate::adaptive::Windowed)`<`[`Gradient2`](crate::adaptive::Gradient2)`>`,
+    /// starting at 10. The choice to make when you do not want to choose;
+    /// see [`adaptive`](crate::adaptive) for the others.
+    ///
+    /// ```
+    /// use tower_concurrency::Limiter;
+    ///
+    /// let limiter = Limiter::adaptive_default();
+    /// assert!(limiter.is_adaptive());
+    /// assert_eq!(limiter.limit(), 10);
+    /// ```
+    pub fn adaptive_default() -> Self {
+        Self::adaptive(crate::adaptive::Windowed::<crate::adaptive::Gradient2>::default())
+    }
+
     /// Names this limiter in its `tracing` events and metrics (the
     /// `limiter` field and label; see [`observe`](crate::observe)), to
     /// tell several limits of one process apart. Unnamed, it reports as
