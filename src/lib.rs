@@ -62,8 +62,9 @@ pub use crate::limiter::{
 };
 pub use crate::policy_limit::{PolicyLimit, PolicyLimitLayer};
 
-/// The README's examples, compiled and run as doctests.
-#[cfg(doctest)]
+/// The README's examples, compiled and run as doctests (some need the
+/// `axum` and `reqwest` features, so they run with `--all-features`).
+#[cfg(all(doctest, feature = "axum", feature = "reqwest"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 

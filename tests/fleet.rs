@@ -211,8 +211,8 @@ async fn a_stopped_process_over_admits_at_most_what_it_held_then_recovers() {
         assert!(Instant::now() < deadline, "no reassert: {total:?} {held}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Permits coming back here shrink this process in proportion
-    // (4 × 4/6 = 2), so the fleet converges under the limit.
+    // Over the limit, permits coming back here go back to Redis, so the
+    // fleet converges under the limit.
     permits.truncate(2);
     let deadline = Instant::now() + LONG;
     loop {

@@ -95,8 +95,11 @@
 //! `_leased`, `_held`, `_sessions`, `_queued`, `_degraded` (gauges) and
 //! `_store_errors_total`; the limiter's own metrics carry the fleet's name
 //! as its `limiter` label.
-//! When the limit is lowered below what is leased, every process shrinks
-//! in proportion; nothing in use is revoked.
+//! When the limit is lowered below what is leased, nothing in use is
+//! revoked: each process, at its next call (at once with hints, within a
+//! third of the TTL without), stops admitting and gives back each permit
+//! that comes back, until the fleet is under its new limit; until that
+//! call it may still admit from permits leased under the old limit.
 //!
 //! # Faults and their bounds
 //!

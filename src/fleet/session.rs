@@ -245,9 +245,7 @@ impl Session {
         let waiting = self.limiter.waiting();
         let wants = waiting > 0 || std::mem::take(&mut self.demanded);
         let target = self.target(now, in_flight, waiting);
-        if target < self.capacity {
-            self.set_capacity(target);
-        }
+        self.set_capacity(target);
         // Read after lowering: from now on, use only goes down to the capacity.
         let spare = self
             .held
@@ -306,13 +304,16 @@ impl Session {
         d / 2 + d.mul_f64((self.rng % 1024) as f64 / 2048.0)
     }
 
-    /// The capacity this process should shrink to, if any lower.
+    /// The capacity this process should have now: what it holds, less
+    /// what it should give back.
     fn target(&mut self, now: Instant, in_flight: usize, waiting: usize) -> usize {
-        let mut target = self.capacity;
+        let mut target = self.held;
         // Over the limit (it was lowered, or lost sessions reasserted):
-        // every session shrinks in proportion, so the sum fits.
+        // nothing new is admitted here, and every permit that comes back
+        // goes back to the store, until the fleet is under its limit; then
+        // grants resume in the fleet's order.
         if self.total > self.limit {
-            target = target.min(self.held * self.limit / self.total);
+            target = 0;
         }
         if self.others_queued {
             if waiting == 0 {
@@ -439,7 +440,11 @@ impl Session {
         if self.degraded {
             return;
         }
-        let capacity = (self.capacity + reply.granted as usize).min(self.held);
+        let mut capacity = (self.capacity + reply.granted as usize).min(self.held);
+        if self.total > self.limit {
+            // Over the limit: stop admitting at once (see `target`).
+            capacity = 0;
+        }
         self.set_capacity(capacity);
     }
 

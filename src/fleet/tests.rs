@@ -341,17 +341,23 @@ struct Oracle {
 }
 
 impl Oracle {
+    /// The highest limit in force at any time during the last TTL: a
+    /// limit is in force from when it is set until the next one is, and
+    /// processes learn a new one at their next call.
     fn allowed(&self) -> usize {
         let limits = self.limits.lock().unwrap();
-        let since = Instant::now().checked_sub(TTL * 2);
-        let current = limits.last().map_or(0, |l| l.1);
+        let now = Instant::now();
+        let since = now.checked_sub(TTL);
         limits
             .iter()
-            .filter(|(at, _)| since.is_none_or(|s| *at >= s))
-            .map(|l| l.1)
+            .enumerate()
+            .filter(|(i, _)| {
+                let until = limits.get(i + 1).map_or(now, |next| next.0);
+                since.is_none_or(|s| until >= s)
+            })
+            .map(|(_, l)| l.1)
             .max()
-            .unwrap_or(current)
-            .max(current)
+            .unwrap_or(0)
     }
 }
 
