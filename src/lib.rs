@@ -13,8 +13,18 @@
 //!
 //! - [`concurrency_limit`]: the layer, the service, its response future,
 //!   how it differs from `tower::limit`, and how to compose it.
-//! - [`limiter`]: the shared [`Limiter`] behind a layer, to read and move
-//!   the limit at run time or to take permits without tower.
+//! - [`policy_limit`]: the same for plain services that should refuse, or
+//!   queue a bounded number for a bounded time, instead of waiting.
+//! - `http_limit` (feature `http`, on by default): permits held until the
+//!   response body ends, refusals answered with `503`/`429` and
+//!   `Retry-After` (or as gRPC), partitions, per-key limits and bypass;
+//!   `axum::serve` (feature `axum`) and `reqwest::Client` (feature
+//!   `reqwest`) included.
+//! - [`limiter`]: the shared [`Limiter`] behind every layer, to read and
+//!   move the limit at run time or to take permits without tower.
+//! - [`adaptive`]: algorithms that move the limit from what responses show.
+//! - `fleet` (feature `redis`): one limit shared by every process of a
+//!   fleet, kept on Redis, handing out an ordinary [`Limiter`].
 //! - [`observe`]: `tracing` events, metrics and `tower::load::Load`, behind
 //!   the optional features `tracing`, `metrics` and `load`.
 //!
@@ -39,6 +49,9 @@
 //!   `get_ref`, `get_mut` and `into_inner`.
 //! - **Live handles** such as [`Limiter`] change state with `set_...`
 //!   (`set_limit`), and `try_set_...` where the value can be invalid.
+//! - **Taking a permit** is [`Limiter::acquire`] with a [`Policy`] (a
+//!   future that may wait) or [`Limiter::try_acquire`] (never waits);
+//!   nothing else.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -47,6 +60,8 @@
 pub mod adaptive;
 mod admit_call;
 pub mod concurrency_limit;
+#[cfg(feature = "redis")]
+pub mod fleet;
 #[cfg(feature = "http")]
 pub mod http_limit;
 pub mod limiter;
@@ -60,8 +75,9 @@ pub use crate::limiter::{
 };
 pub use crate::policy_limit::{PolicyLimit, PolicyLimitLayer};
 
-/// The README's examples, compiled and run as doctests.
-#[cfg(doctest)]
+/// The README's examples, compiled and run as doctests (some need the
+/// `axum`, `reqwest` and `redis` features, so they run with `--all-features`).
+#[cfg(all(doctest, feature = "axum", feature = "reqwest", feature = "redis"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 

@@ -555,7 +555,7 @@ async fn handlers_read_the_admission_record_through_axum() {
     use std::time::Duration;
     use tower_concurrency::http_limit::{Admission, HttpLimitLayer};
 
-    let layer = HttpLimitLayer::new(2);
+    let layer = HttpLimitLayer::new(2).admission_record(true);
     let limiter = layer.limiter().clone();
     let app: Router = Router::new()
         .route(
@@ -603,4 +603,15 @@ async fn handlers_read_the_admission_record_through_axum() {
     let [first, _second] = held;
     drop(first);
     assert_eq!(waiting.await.unwrap(), "50 2 2 false");
+
+    // Off by default: no record, no allocation for it.
+    let app: Router = Router::new()
+        .route(
+            "/",
+            get(|admission: Option<Extension<Admission>>| async move {
+                format!("{}", admission.is_some())
+            }),
+        )
+        .layer(HttpLimitLayer::new(2));
+    assert_eq!(text(app, "/").await, "false");
 }

@@ -10,10 +10,9 @@
 //! move it. The protocol that rules it out:
 //!
 //! - a releaser: pays the debt if any (not modelled: debt 0); reads the
-//!   semaphore's free permits and `waiting`; if the semaphore has none
-//!   free or someone waits, adds the permit to the semaphore; else adds it
-//!   to the pool, then reads `waiting` again and, if someone waits, moves
-//!   the whole pool to the semaphore;
+//!   semaphore's free permits; if it has none free, adds the permit to the
+//!   semaphore; else adds it to the pool, then reads the waiters' count
+//!   and, if someone waits, moves the whole pool to the semaphore;
 //! - a waiter: counts itself in `waiting`, then moves the pool to the
 //!   semaphore, then waits in the semaphore (taking a free permit there
 //!   at once, or sleeping until one is added);
@@ -25,8 +24,14 @@
 //! steps of its threads, sequentially consistent as the code's `SeqCst`
 //! orderings make them, and checks at the end of each that no permit was
 //! lost or duplicated, and that no waiter sleeps while a permit is free
-//! anywhere. The same model with the releaser's second read of `waiting`
-//! removed must find the lost wake-up, which shows the check has teeth.
+//! anywhere. The same model with the releaser's read of the waiters'
+//! count removed must find the lost wake-up, which shows the check has
+//! teeth.
+//!
+//! The waiters' count is one number here. In the code it is the sum of
+//! `waiting` and per-thread shards; a waiter increments one of them and
+//! the releaser reads them all after filling the pool, so the argument is
+//! the same for the one a given waiter incremented.
 
 /// The shared state: the semaphore (free permits and sleeping waiters,
 /// served in order), the pool and the waiters' count.
@@ -56,12 +61,7 @@ impl State {
 #[derive(Clone, Debug)]
 enum Thread {
     /// Gives back one permit it holds.
-    Release {
-        pc: u8,
-        free_seen: usize,
-        waiting_seen: usize,
-        second_read: bool,
-    },
+    Release { pc: u8, second_read: bool },
     /// Waits for a permit.
     Wait { pc: u8 },
     /// Takes a free permit if there is one (`Limiter::try_acquire`).
@@ -72,27 +72,11 @@ enum Thread {
 /// asleep in the semaphore).
 fn step(state: &mut State, threads: &mut [Thread], i: usize) -> bool {
     match &mut threads[i] {
-        Thread::Release {
-            pc,
-            free_seen,
-            waiting_seen,
-            second_read,
-        } => match *pc {
-            // `self.semaphore.available_permits() == 0`
+        Thread::Release { pc, second_read } => match *pc {
+            // `if self.semaphore.available_permits() == 0`
             0 => {
                 state.held[i] -= 1;
-                *free_seen = state.sem_free;
-                *pc = 1;
-                true
-            }
-            // `|| self.waiting.load(SeqCst) != 0`
-            1 => {
-                *waiting_seen = state.waiting;
-                *pc = if *free_seen == 0 || *waiting_seen != 0 {
-                    2
-                } else {
-                    3
-                };
+                *pc = if state.sem_free == 0 { 2 } else { 3 };
                 true
             }
             // `self.semaphore.add_permits(1); return;`
@@ -107,7 +91,7 @@ fn step(state: &mut State, threads: &mut [Thread], i: usize) -> bool {
                 *pc = if *second_read { 4 } else { 9 };
                 true
             }
-            // `if self.waiting.load(SeqCst) != 0 { self.flush_spare() }`
+            // `if self.anyone_waiting() { self.flush_spare() }`
             4 => {
                 *pc = if state.waiting != 0 { 5 } else { 9 };
                 true
@@ -221,12 +205,7 @@ fn run(second_read: bool, threads: Vec<Thread>, free: usize) -> Result<usize, St
     let threads: Vec<_> = threads
         .into_iter()
         .map(|t| match t {
-            Thread::Release { .. } => Thread::Release {
-                pc: 0,
-                free_seen: 0,
-                waiting_seen: 0,
-                second_read,
-            },
+            Thread::Release { .. } => Thread::Release { pc: 0, second_read },
             t => t,
         })
         .collect();
@@ -249,8 +228,6 @@ fn run(second_read: bool, threads: Vec<Thread>, free: usize) -> Result<usize, St
 fn release() -> Thread {
     Thread::Release {
         pc: 0,
-        free_seen: 0,
-        waiting_seen: 0,
         second_read: true,
     }
 }
@@ -287,11 +264,11 @@ fn no_interleaving_loses_a_permit_or_a_wake_up() {
     assert!(total > 1000, "{total} interleavings explored");
 }
 
-/// Without the releaser's second read of `waiting`, a permit can land in
+/// Without the releaser's read of the waiters' count, a permit can land in
 /// the pool just after a waiter emptied it and went to sleep: the model
 /// finds it.
 #[test]
-fn the_second_read_of_waiting_is_needed() {
+fn the_read_of_the_waiters_count_is_needed() {
     let found = scenarios()
         .into_iter()
         .any(|(threads, free)| run(false, threads, free).is_err());

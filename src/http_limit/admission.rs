@@ -6,9 +6,11 @@ use http::Request;
 
 use crate::{Limiter, Partition, Permit};
 
-/// How a request was admitted: the HTTP layer puts one in each admitted
-/// request's extensions before the inner service sees it, so a handler can
-/// read how long its request waited and how full the limit was.
+/// How a request was admitted: with
+/// [`admission_record(true)`](super::HttpLimitLayer::admission_record), the
+/// HTTP layer puts one in each admitted request's extensions before the
+/// inner service sees it, so a handler can read how long its request
+/// waited and how full the limit was.
 ///
 /// A request that [bypassed](super::HttpLimitLayer::bypass) the limit has
 /// none.
@@ -27,7 +29,7 @@ use crate::{Limiter, Partition, Permit};
 ///             )
 ///         }),
 ///     )
-///     .layer(HttpLimitLayer::new(64));
+///     .layer(HttpLimitLayer::new(64).admission_record(true));
 /// # let _ = app;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

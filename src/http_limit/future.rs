@@ -72,7 +72,9 @@ where
             .inner
             .as_mut()
             .poll_admit(cx, |request, permit, waited| {
-                Admission::stamp(&config.limiter, request, permit, waited)
+                if config.admission_record {
+                    Admission::stamp(&config.limiter, request, permit, waited)
+                }
             }));
         // Only a refusal needs to know whether the request was gRPC.
         let grpc = admitted.is_err()

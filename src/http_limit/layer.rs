@@ -31,6 +31,7 @@ pub(super) struct Config {
     pub(super) release: Release,
     pub(super) rejection: Rejection,
     pub(super) honor_retry_after: Option<Duration>,
+    pub(super) admission_record: bool,
     pub(super) rules: Rules,
     /// Classify as [`HttpClassifier`] does, whatever `C` is: set by
     /// [`ConcurrencyLimitLayer::http`](crate::ConcurrencyLimitLayer::http)
@@ -71,6 +72,7 @@ impl HttpLimitLayer {
                 release: Release::BodyEnd,
                 rejection: Rejection::default(),
                 honor_retry_after: None,
+                admission_record: false,
                 rules: Rules::default(),
                 classify_by_status: false,
             }),
@@ -117,6 +119,17 @@ impl<C> HttpLimitLayer<C> {
     #[must_use = "a builder method returns the changed value and changes nothing in place"]
     pub fn honor_retry_after(mut self, max: Duration) -> Self {
         Arc::make_mut(&mut self.config).honor_retry_after = Some(max);
+        self
+    }
+
+    /// Puts an [`Admission`](super::Admission) in each admitted request's
+    /// extensions (how long it waited, in flight and the limit at its
+    /// admission, its partition), for handlers to read. Off by default: it
+    /// costs every request up to three allocations (the record, and when
+    /// the request has no extensions yet, their map).
+    #[must_use = "a builder method returns the changed value and changes nothing in place"]
+    pub fn admission_record(mut self, record: bool) -> Self {
+        Arc::make_mut(&mut self.config).admission_record = record;
         self
     }
 

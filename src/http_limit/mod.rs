@@ -59,6 +59,28 @@
 //! `axum::serve(listener, HttpLimitLayer::new(64).axum(router).into_make_service())`
 //! (`into_make_service` from `axum::ServiceExt`).
 //!
+//! # gRPC
+//!
+//! A gRPC call (`content-type: application/grpc`, with or without a suffix
+//! such as `+proto`) refused by the layer is answered as gRPC with no
+//! configuration: `200`, trailers-only, `grpc-status` `UNAVAILABLE` (or
+//! `RESOURCE_EXHAUSTED`, see [`Rejection::grpc_status`]), `grpc-message`,
+//! and `grpc-retry-pushback-ms` carrying what `Retry-After` carries. So
+//! `tonic::transport::Server::builder().layer(HttpLimitLayer::new(n))` is
+//! one limit for a whole tonic server, across its connections. On a
+//! client, a tonic `Channel` in the layer with
+//! [`honor_retry_after`](HttpLimitLayer::honor_retry_after) holds new calls
+//! while an upstream's pushback lasts, and [`HttpClassifier`] reads
+//! `grpc-status` for adaptive limits (from the trailers at the body's end
+//! when the head has none).
+//!
+//! # reqwest
+//!
+//! With the `reqwest` feature, [`HttpLimit`] also serves `reqwest::Request`
+//! (around `reqwest::Client`), answering `reqwest::Response`s whose bodies
+//! hold their permits, with the same `Retry-After` handling and
+//! classification.
+//!
 //! # Example: a client that stays under an upstream's limit
 //!
 //! ```

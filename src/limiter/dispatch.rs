@@ -90,6 +90,9 @@ pub(super) struct DispatchState {
     linked: usize,
     next_seq: u64,
     pump: Option<Pump>,
+    /// The waiter whose waker the pump holds: the one to replace if it
+    /// leaves, so that a waiter leaving wakes nobody otherwise.
+    driver: Option<usize>,
 }
 
 impl DispatchState {
@@ -208,7 +211,8 @@ impl DispatchState {
     }
 
     /// Wakes a waiter to drive the pump next: the one to be served next.
-    fn wake_driver(&self, shared: &Shared) {
+    fn wake_driver(&mut self, shared: &Shared) {
+        self.driver = None;
         if let Some(Node::Waiting { waker, .. }) =
             self.choose(shared).and_then(|k| self.nodes.get(k))
         {
@@ -270,6 +274,7 @@ impl Future for DispatchWait {
                 .pump
                 .get_or_insert_with(|| Box::pin(Arc::clone(&shared).pump()));
             if pump.as_mut().poll(cx).is_pending() {
+                state.driver = Some(key);
                 return Poll::Pending;
             }
             state.pump = None;
@@ -316,9 +321,12 @@ impl Drop for DispatchWait {
         // Whoever is left drives the pump; with nobody left, the pump
         // leaves the semaphore's queue.
         let pump = if state.linked == 0 {
+            state.driver = None;
             state.pump.take()
         } else {
-            state.wake_driver(&shared);
+            if state.driver == Some(key) {
+                state.wake_driver(&shared);
+            }
             None
         };
         drop(state);

@@ -166,6 +166,11 @@ impl Shared {
     #[inline]
     pub(super) fn on_rejected(&self, rejected: &Rejected) {
         let _ = rejected;
+        // A refusal is demand too: a fleet with nothing leased must hear of
+        // requests that a rejecting policy never lets wait.
+        if let Some(signal) = self.queue_signal.get() {
+            signal.notify_one();
+        }
         #[cfg(feature = "metrics")]
         self.metrics().rejected(rejected.reason());
         #[cfg(feature = "tracing")]
