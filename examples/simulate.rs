@@ -20,6 +20,11 @@
 //! (`g` goodput vs the best fixed limit, `p` p99 vs the backend's, `s0`
 //! settling in phase 0 in RTTs, `-` for never, `t` share timed out, `q0`
 //! share succeeded in quiet phase 0). No charts.
+//!
+//! `--trace ALGORITHM` (a name as in the reports: `windowed-vegas`, ...)
+//! prints that algorithm's run of one scenario tick by tick instead: the
+//! limit, in flight, inside the backend, workers, the ideal limit, what
+//! ended and succeeded, and the mean and longest latency of the successes.
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -33,19 +38,21 @@ struct Args {
     out: PathBuf,
     seed: Option<u64>,
     seeds: Option<Vec<u64>>,
+    trace: Option<String>,
 }
 
 fn usage() -> String {
     let names: Vec<_> = Scenario::all().iter().map(|s| s.name).collect();
     format!(
-        "usage: simulate [SCENARIO|all] [--out DIR] [--seed N | --seeds A-B]\nscenarios: {}",
+        "usage: simulate [SCENARIO|all] [--out DIR] [--seed N | --seeds A-B | --trace ALGORITHM]\nscenarios: {}",
         names.join(", ")
     )
 }
 
 fn parse() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
-    let (mut which, mut out, mut seed, mut seeds) = (None, PathBuf::from("target/sim"), None, None);
+    let (mut which, mut out, mut seed, mut seeds, mut trace) =
+        (None, PathBuf::from("target/sim"), None, None, None);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--out" => out = args.next().ok_or_else(usage)?.into(),
@@ -67,6 +74,7 @@ fn parse() -> Result<Args, String> {
                 }
                 seeds = Some((a..=b).collect());
             }
+            "--trace" => trace = Some(args.next().ok_or_else(usage)?),
             "-h" | "--help" => return Err(usage()),
             name if which.is_none() => which = Some(name.to_owned()),
             other => return Err(format!("unexpected argument {other}\n{}", usage())),
@@ -82,6 +90,7 @@ fn parse() -> Result<Args, String> {
         out,
         seed,
         seeds,
+        trace,
     })
 }
 
@@ -95,6 +104,17 @@ fn main() -> Result<(), Box<dyn Error>> {
     };
     if let Some(seeds) = &args.seeds {
         robustness(&args.scenarios, seeds);
+        return Ok(());
+    }
+    if let Some(name) = &args.trace {
+        let algorithm = Algorithm::ADAPTIVE
+            .iter()
+            .find(|a| a.name() == *name)
+            .ok_or_else(|| format!("no adaptive algorithm called {name}"))?;
+        for scenario in &args.scenarios {
+            let scenario = scenario.clone().with_seed(args.seed.unwrap_or(1));
+            trace(&scenario, algorithm);
+        }
         return Ok(());
     }
     std::fs::create_dir_all(&args.out)?;
@@ -240,6 +260,34 @@ fn robustness(scenarios: &[Scenario], seeds: &[u64]) {
         }
     }
     println!("{passed} of {runs} adaptive runs meet every target");
+}
+
+/// One run, tick by tick.
+fn trace(scenario: &Scenario, algorithm: &Algorithm) {
+    describe(scenario);
+    let report = sim::run(scenario, algorithm);
+    println!(
+        "{:>7} {:>5} {:>5} {:>6} {:>7} {:>5} {:>5} {:>4} {:>7} {:>7}",
+        "at ms", "limit", "in", "inside", "workers", "ideal", "ended", "ok", "mean", "max"
+    );
+    for p in &report.series {
+        println!(
+            "{:>7} {:>5} {:>5} {:>6} {:>7} {:>5} {:>5} {:>4} {:>7} {:>7}",
+            p.at.as_millis(),
+            p.limit,
+            p.in_flight,
+            p.inside,
+            p.workers,
+            p.ideal_limit,
+            p.completed,
+            p.succeeded,
+            millis(p.mean_latency),
+            millis(p.max_latency),
+        );
+    }
+    let best = sim::sweep(scenario, &FIXED_LIMITS).best().1.clone();
+    row(&best, &best, None);
+    row(&report, &best, Some(sim::check(&report, &scenario.expect, Some(&best)).is_ok()));
 }
 
 fn describe(scenario: &Scenario) {

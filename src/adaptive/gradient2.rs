@@ -6,8 +6,9 @@
 
 use tokio::time::Instant;
 
-use super::aimd::{reached, rounds_since, Overloads};
-use super::vegas::{RttFilter, CALM_ROUNDS};
+use super::aimd::{reached, rounds_since, slow_start, Overloads};
+use super::baseline::{RttFilter, QUIET};
+use super::vegas::CALM_ROUNDS;
 use super::{LimitAlgorithm, Sample};
 
 /// The smallest gradient: a decrease keeps at least this share.
@@ -239,6 +240,12 @@ impl Gradient2 {
         self
     }
 
+    /// The limit a probe of the no-load round trip holds.
+    fn probe_level(&self) -> usize {
+        let (lo, hi) = self.bounds();
+        (QUIET as f64).clamp(lo, hi) as usize
+    }
+
     fn bounds(&self) -> (f64, f64) {
         let hi = self.max.max(1);
         (self.min.clamp(1, hi) as f64, hi as f64)
@@ -268,8 +275,14 @@ impl LimitAlgorithm for Gradient2 {
             return self.apply(limit, next);
         }
 
+        if sample.in_flight <= QUIET {
+            self.rtts.no_load(sample.rtt);
+        }
         self.rtts
             .add(sample.rtt, sample.now, self.long_window as f64);
+        if self.rtts.probe(sample.now) {
+            return self.probe_level();
+        }
         let (Some(rtt), Some(baseline)) = (self.rtts.short(), self.rtts.baseline()) else {
             return self.apply(limit, limit);
         };
@@ -289,8 +302,9 @@ impl LimitAlgorithm for Gradient2 {
             return self.apply(limit, limit);
         }
         let measured = (sample.in_flight as f64).max(1.0);
+        let provisional = self.rtts.is_provisional();
         let g = gradient(rtt.min(own));
-        if g < 1.0 {
+        if g < 1.0 && !provisional {
             let target = measured * g + queue;
             if target < limit {
                 self.fell = Some(sample.now);
@@ -309,17 +323,28 @@ impl LimitAlgorithm for Gradient2 {
         let calm = self.fell.is_none_or(|at| {
             sample.now.saturating_duration_since(at).as_secs_f64() >= CALM_ROUNDS * baseline
         });
-        let step = if calm && slower <= baseline * (1.0 + 1.0 / 16.0) {
-            queue.max(limit / 8.0)
+        let grown = if calm && slower <= baseline * (1.0 + 1.0 / 16.0) {
+            slow_start(limit, self.grew, sample).max(limit + queue)
         } else {
-            (target - limit).min(queue)
+            limit + (target - limit).min(queue) * rounds_since(self.grew, sample)
         };
-        let grown = limit + step * rounds_since(self.grew, sample);
         let grown = self.overloads.cap(limit, grown, sample.now);
         if grown > limit {
             self.grew = Some(sample.now);
         }
         self.apply(limit, grown)
+    }
+
+    fn no_load(&mut self, sample: &Sample) -> Option<usize> {
+        if sample.overload || sample.in_flight > QUIET {
+            return None;
+        }
+        self.rtts.no_load(sample.rtt);
+        if self.rtts.probe(sample.now) {
+            return Some(self.probe_level());
+        }
+        let limit = self.limit.unwrap_or_else(|| self.initial_limit() as f64);
+        Some(limit as usize)
     }
 }
 

@@ -79,6 +79,7 @@
 //! by more than what was already in flight when it fell.
 
 mod aimd;
+mod baseline;
 mod classify;
 #[cfg(test)]
 mod clock;
@@ -109,6 +110,18 @@ pub trait LimitAlgorithm: Send + 'static {
 
     /// Learns from one finished request and answers the new limit.
     fn update(&mut self, sample: &Sample) -> usize;
+
+    /// Learns the no-load latency from a success admitted with at most two
+    /// in flight (itself included), which cannot have queued behind this
+    /// client's other requests. [`Windowed`] passes such samples on at
+    /// once, besides averaging them into its window (where the no-load
+    /// latency is lost); [`update`](Self::update) is not called for them.
+    /// Answers the new limit if it moves at once; by default, learns
+    /// nothing and answers `None`.
+    fn no_load(&mut self, sample: &Sample) -> Option<usize> {
+        let _ = sample;
+        None
+    }
 }
 
 impl<A: LimitAlgorithm + ?Sized> LimitAlgorithm for Box<A> {
@@ -118,6 +131,10 @@ impl<A: LimitAlgorithm + ?Sized> LimitAlgorithm for Box<A> {
 
     fn update(&mut self, sample: &Sample) -> usize {
         (**self).update(sample)
+    }
+
+    fn no_load(&mut self, sample: &Sample) -> Option<usize> {
+        (**self).no_load(sample)
     }
 }
 

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::aimd::{reached, rounds_since, Overloads};
+use super::aimd::{reached, rounds_since, slow_start, Overloads};
+use super::baseline::{RttFilter, QUIET};
 use super::rng::XorShift;
 use super::{LimitAlgorithm, Sample};
 
@@ -255,6 +256,12 @@ impl Vegas {
         self
     }
 
+    /// The limit a probe of the no-load round trip holds.
+    fn probe_level(&self) -> usize {
+        let (lo, hi) = self.bounds();
+        (QUIET as f64).clamp(lo, hi) as usize
+    }
+
     fn bounds(&self) -> (f64, f64) {
         let hi = self.max.max(1);
         (self.min.clamp(1, hi) as f64, hi as f64)
@@ -302,8 +309,14 @@ impl LimitAlgorithm for Vegas {
             return self.apply(limit, next);
         }
 
+        if sample.in_flight <= QUIET {
+            self.rtts.no_load(sample.rtt);
+        }
         if self.rtts.add(sample.rtt, sample.now, self.interval()) {
             self.probe_jitter = self.rng.jitter();
+        }
+        if self.rtts.probe(sample.now) {
+            return self.probe_level();
         }
         let (Some(rtt), Some(noload)) = (self.rtts.short(), self.rtts.baseline()) else {
             return self.apply(limit, limit);
@@ -322,8 +335,9 @@ impl LimitAlgorithm for Vegas {
             return self.apply(limit, limit);
         }
         let measured = (sample.in_flight as f64).max(1.0);
+        let provisional = self.rtts.is_provisional();
         let queued = queue(measured, rtt.min(own));
-        if queued > beta(measured) {
+        if queued > beta(measured) && !provisional {
             let band = (alpha(measured) + beta(measured)) / 2.0;
             let target = (measured - queued + band).max(measured * MIN_KEPT);
             if target < limit {
@@ -343,135 +357,28 @@ impl LimitAlgorithm for Vegas {
         let calm = self.fell.is_none_or(|at| {
             sample.now.saturating_duration_since(at).as_secs_f64() >= CALM_ROUNDS * noload
         });
-        let step = if calm && queued <= limit / 16.0 {
-            alpha(limit)
+        let grown = if calm && queued <= limit / 16.0 {
+            slow_start(limit, self.grew, sample)
         } else {
-            1.0
+            limit + rounds_since(self.grew, sample)
         };
-        let grown = limit + step * rounds_since(self.grew, sample);
         let grown = self.overloads.cap(limit, grown, sample.now);
         if grown > limit {
             self.grew = Some(sample.now);
         }
         self.apply(limit, grown)
     }
-}
 
-/// The smoothed round trip spans this many round trips.
-const SHORT_ROUNDS: f64 = 2.0;
-/// The slow average (the baseline's source) spans this many, and runs this
-/// long before there is a baseline.
-const SLOW_ROUNDS: f64 = 8.0;
-
-/// A time-weighted moving average; samples of one instant are averaged
-/// before they move it.
-#[derive(Debug, Clone, Default)]
-struct Ema {
-    /// The value before the current instant, if any.
-    before: Option<f64>,
-    /// The weight of the current instant's mean.
-    weight: f64,
-    sum: f64,
-    count: u32,
-    /// Instants seen.
-    instants: u64,
-    value: Option<f64>,
-}
-
-impl Ema {
-    /// Adds `x`; `dt` is the time since the previous instant, `None` if
-    /// this is the same instant; `tau` the time the average spans. Until
-    /// the moving average would weigh an instant less than a plain mean of
-    /// the instants so far, it is that plain mean.
-    fn add(&mut self, x: f64, dt: Option<f64>, tau: f64) {
-        if let Some(dt) = dt {
-            self.before = self.value;
-            self.sum = 0.0;
-            self.count = 0;
-            self.instants += 1;
-            let decay = if tau > 0.0 {
-                1.0 - (-dt / tau).exp()
-            } else {
-                1.0
-            };
-            self.weight = decay.max(1.0 / self.instants as f64);
+    fn no_load(&mut self, sample: &Sample) -> Option<usize> {
+        if sample.overload || sample.in_flight > QUIET {
+            return None;
         }
-        self.sum += x;
-        self.count += 1;
-        let mean = self.sum / self.count as f64;
-        self.value = Some(match self.before {
-            Some(before) => before + self.weight * (mean - before),
-            None => mean,
-        });
-    }
-}
-
-/// Successful round trips, smoothed over time, and the no-load baseline
-/// taken from them; shared by [`Vegas`] and
-/// [`Gradient2`](super::Gradient2). Values are in seconds; "a round trip"
-/// as a time span is the smoothed round trip.
-#[derive(Debug, Clone, Default)]
-pub(super) struct RttFilter {
-    first: Option<Instant>,
-    at: Option<Instant>,
-    short: Ema,
-    slow: Ema,
-    /// When the current interval began, its minimum, and the previous one's.
-    mins: Option<(Instant, f64, f64)>,
-}
-
-impl RttFilter {
-    /// Adds a successful round trip measured at `now`; an interval of the
-    /// baseline's minimum lasts `interval` round trips of the baseline.
-    /// Answers whether a new interval began.
-    pub(super) fn add(&mut self, rtt: Duration, now: Instant, interval: f64) -> bool {
-        let x = rtt.as_secs_f64();
-        let dt = match self.at {
-            Some(at) if at == now => None,
-            Some(at) => Some(now.saturating_duration_since(at).as_secs_f64()),
-            None => Some(0.0),
-        };
-        self.at = Some(now);
-        let round = self.short.value.unwrap_or(x);
-        self.short.add(x, dt, SHORT_ROUNDS * round);
-        self.slow.add(x, dt, SLOW_ROUNDS * round);
-        let first = *self.first.get_or_insert(now);
-        let short = self.short.value.unwrap_or(x);
-        let warm = now.saturating_duration_since(first).as_secs_f64() >= SLOW_ROUNDS * short;
-        let Some(slow) = self.slow.value.filter(|_| warm) else {
-            return false;
-        };
-        match &mut self.mins {
-            None => {
-                self.mins = Some((now, slow, slow));
-                false
-            }
-            Some((start, current, previous)) => {
-                let baseline = current.min(*previous);
-                let age = now.saturating_duration_since(*start).as_secs_f64();
-                if age >= interval * baseline {
-                    *previous = *current;
-                    *current = slow;
-                    *start = now;
-                    true
-                } else {
-                    *current = current.min(slow);
-                    false
-                }
-            }
+        self.rtts.no_load(sample.rtt);
+        if self.rtts.probe(sample.now) {
+            return Some(self.probe_level());
         }
-    }
-
-    /// The round trip now, averaged over about two round trips.
-    pub(super) fn short(&self) -> Option<f64> {
-        self.short.value
-    }
-
-    /// The no-load round trip: the lowest slow average over the current
-    /// and the previous interval.
-    pub(super) fn baseline(&self) -> Option<f64> {
-        self.mins
-            .map(|(_, current, previous)| current.min(previous))
+        let limit = self.limit.unwrap_or_else(|| self.initial_limit() as f64);
+        Some(limit as usize)
     }
 }
 
@@ -510,82 +417,6 @@ mod tests {
             (1, 1000, 1.0, 1000)
         );
         assert!((0.5..1.0).contains(&v.probe_jitter));
-    }
-
-    #[test]
-    fn averages_are_time_weighted_and_start_as_plain_means() {
-        let c = Clock::new();
-        let mut f = RttFilter::default();
-        // Two samples of one instant are one average.
-        f.add(100 * MS, c.0, 1000.0);
-        f.add(200 * MS, c.0, 1000.0);
-        assert!((f.short().unwrap() - 0.15).abs() < EPS);
-        // The next instant: a plain mean of the two instants so far (its
-        // moving-average weight, 1 - exp(-10 ms / 300 ms), is smaller).
-        f.add(50 * MS, c.0 + 10 * MS, 1000.0);
-        assert!((f.short().unwrap() - 0.1).abs() < EPS);
-        assert!((f.slow.value.unwrap() - 0.1).abs() < EPS);
-        // Much later, the moving average takes over: weight
-        // 1 - exp(-dt / (2 * short)) for the short one.
-        let mut f = RttFilter::default();
-        f.add(100 * MS, c.0, 1000.0);
-        f.add(200 * MS, c.0 + 200 * MS, 1000.0);
-        let w = 1.0 - (-1.0_f64).exp();
-        assert!((f.short().unwrap() - (0.1 + w * 0.1)).abs() < EPS);
-    }
-
-    #[test]
-    fn the_baseline_is_the_lowest_slow_average_after_eight_round_trips() {
-        let c = Clock::new();
-        let mut f = RttFilter::default();
-        // 100 ms round trips every 10 ms: no baseline for 800 ms.
-        for at in (0..800).step_by(10) {
-            f.add(100 * MS, c.0 + at * MS, 1000.0);
-            assert_eq!(f.baseline(), None, "{at}");
-        }
-        f.add(100 * MS, c.0 + 800 * MS, 1000.0);
-        assert!((f.baseline().unwrap() - 0.1).abs() < EPS);
-        // Longer round trips do not raise it; shorter ones lower it as
-        // the slow average comes down, not at once.
-        for at in (810..2000).step_by(10) {
-            f.add(150 * MS, c.0 + at * MS, 1000.0);
-        }
-        assert!((f.baseline().unwrap() - 0.1).abs() < EPS);
-        f.add(50 * MS, c.0 + 2000 * MS, 1000.0);
-        assert!((f.baseline().unwrap() - 0.1).abs() < EPS);
-        for at in (2010..4000).step_by(10) {
-            f.add(50 * MS, c.0 + at * MS, 1000.0);
-        }
-        let b = f.baseline().unwrap();
-        assert!(b > 0.05 && b < 0.06, "{b}");
-    }
-
-    #[test]
-    fn the_baseline_forgets_after_two_intervals() {
-        let c = Clock::new();
-        let mut f = RttFilter::default();
-        let mut rotations = 0;
-        // An interval of 10 round trips of 100 ms: a second.
-        for at in (0..1000).step_by(10) {
-            rotations += f.add(100 * MS, c.0 + at * MS, 10.0) as u32;
-        }
-        assert!((f.baseline().unwrap() - 0.1).abs() < EPS);
-        // Slower from now on: the slow average climbs to 200 ms, and the
-        // old minimum is gone after two intervals.
-        for at in (1000..10_000).step_by(10) {
-            rotations += f.add(200 * MS, c.0 + at * MS, 10.0) as u32;
-        }
-        assert!(rotations >= 2, "{rotations}");
-        assert!(f.baseline().unwrap() > 0.19, "{:?}", f.baseline());
-        // With no interval, the lowest ever stays.
-        let mut f = RttFilter::default();
-        for at in (0..1000).step_by(10) {
-            f.add(100 * MS, c.0 + at * MS, f64::INFINITY);
-        }
-        for at in (1000..6000).step_by(10) {
-            assert!(!f.add(200 * MS, c.0 + at * MS, f64::INFINITY));
-        }
-        assert!((f.baseline().unwrap() - 0.1).abs() < EPS);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::rng::XorShift;
+use super::baseline::QUIET;
 use super::{LimitAlgorithm, Sample};
 
 /// How a window's round trips are summed up into one.
@@ -222,10 +223,21 @@ impl<A: LimitAlgorithm> LimitAlgorithm for Windowed<A> {
         self.inner.initial_limit()
     }
 
+    fn no_load(&mut self, sample: &Sample) -> Option<usize> {
+        let limit = self.inner.no_load(sample)?;
+        self.limit = limit;
+        Some(limit)
+    }
+
     fn update(&mut self, sample: &Sample) -> usize {
         if sample.overload {
             self.limit = self.inner.update(sample);
             return self.limit;
+        }
+        if sample.in_flight <= QUIET {
+            if let Some(limit) = self.inner.no_load(sample) {
+                self.limit = limit;
+            }
         }
         let seen = self.seen.replace(sample.now);
         let keep = matches!(self.aggregate, Aggregate::Percentile(_));

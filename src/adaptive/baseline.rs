@@ -1,0 +1,379 @@
+//! The no-load baseline that [`Vegas`](super::Vegas) and
+//! [`Gradient2`](super::Gradient2) share: round trips smoothed over time,
+//! the round trips that cannot have queued, and a probe that measures
+//! them on purpose when a few of them disagree with the rest.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The smoothed round trip spans this many round trips.
+const SHORT_ROUNDS: f64 = 2.0;
+/// The slow average (the baseline's source) spans this many, and runs this
+/// long before there is a baseline.
+const SLOW_ROUNDS: f64 = 8.0;
+
+/// A time-weighted moving average; samples of one instant are averaged
+/// before they move it.
+#[derive(Debug, Clone, Default)]
+struct Ema {
+    /// The value before the current instant, if any.
+    before: Option<f64>,
+    /// The weight of the current instant's mean.
+    weight: f64,
+    sum: f64,
+    count: u32,
+    /// Instants seen.
+    instants: u64,
+    value: Option<f64>,
+}
+
+impl Ema {
+    /// Adds `x`; `dt` is the time since the previous instant, `None` if
+    /// this is the same instant; `tau` the time the average spans. Until
+    /// the moving average would weigh an instant less than a plain mean of
+    /// the instants so far, it is that plain mean.
+    fn add(&mut self, x: f64, dt: Option<f64>, tau: f64) {
+        if let Some(dt) = dt {
+            self.before = self.value;
+            self.sum = 0.0;
+            self.count = 0;
+            self.instants += 1;
+            let decay = if tau > 0.0 {
+                1.0 - (-dt / tau).exp()
+            } else {
+                1.0
+            };
+            self.weight = decay.max(1.0 / self.instants as f64);
+        }
+        self.sum += x;
+        self.count += 1;
+        let mean = self.sum / self.count as f64;
+        self.value = Some(match self.before {
+            Some(before) => before + self.weight * (mean - before),
+            None => mean,
+        });
+    }
+}
+
+/// Successful round trips, smoothed over time, and the no-load baseline
+/// taken from them; shared by [`Vegas`](super::Vegas) and
+/// [`Gradient2`](super::Gradient2). Values are in seconds; "a round trip"
+/// as a time span is the smoothed round trip.
+#[derive(Debug, Clone, Default)]
+pub(super) struct RttFilter {
+    first: Option<Instant>,
+    at: Option<Instant>,
+    short: Ema,
+    slow: Ema,
+    /// When the current interval began, its minimum, and the previous one's.
+    mins: Option<(Instant, f64, f64)>,
+    /// Round trips that could not have queued (see
+    /// [`no_load`](Self::no_load)) in the current interval, and the
+    /// previous interval's mean of them, if it was precise.
+    quiet: Moments,
+    quiet_previous: Option<f64>,
+    /// The mean of this interval's no-load round trips, once trusted (see
+    /// [`probe`](Self::probe)).
+    quiet_trusted: Option<f64>,
+    /// The mean of two no-load round trips that agreed with the smoothed
+    /// round trip: the baseline until the slow average has one.
+    pair: Option<f64>,
+    probe: Probe,
+}
+
+/// The probe of the current interval (see [`RttFilter::probe`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+enum Probe {
+    /// Not run.
+    #[default]
+    Idle,
+    /// Holding the limit at [`QUIET`] since then.
+    Holding(Instant),
+    /// Run.
+    Done,
+}
+
+/// Requests admitted with at most this many in flight (themselves
+/// included) cannot have queued behind this client's other requests at a
+/// backend of two workers or more: their round trips are the no-load
+/// latency itself.
+pub(super) const QUIET: usize = 2;
+/// Two no-load round trips that agree with the smoothed round trip count
+/// when their standard error is within this share of their mean (they are
+/// within about a quarter of each other).
+const PAIR_PRECISION: f64 = 0.1;
+/// Otherwise a mean of no-load round trips counts once there are
+/// [`PROBE_SAMPLES`] and their standard error is within this share of it.
+const QUIET_PRECISION: f64 = 0.05;
+/// A probe takes this many no-load round trips.
+const PROBE_SAMPLES: u32 = 6;
+/// A probe ends after this many no-load round trips, however few answers
+/// came.
+const PROBE_ROUNDS: f64 = 4.0;
+/// Two no-load answers agree with the smoothed round trip when it is
+/// within this share above their mean.
+const AGREE: f64 = 1.0 / 8.0;
+
+/// Count, sum and sum of squares of round trips, in seconds.
+#[derive(Debug, Clone, Copy, Default)]
+struct Moments {
+    count: u32,
+    sum: f64,
+    squares: f64,
+}
+
+impl Moments {
+    fn add(&mut self, x: f64) {
+        self.count += 1;
+        self.sum += x;
+        self.squares += x * x;
+    }
+
+    /// The mean, once there are `n` (two at least) and their standard
+    /// error is within `precision` times it.
+    fn precise_mean(&self, n: u32, precision: f64) -> Option<f64> {
+        if self.count < n.max(2) {
+            return None;
+        }
+        let n = f64::from(self.count);
+        let mean = self.sum / n;
+        let error = ((self.squares / n - mean * mean).max(0.0) / n).sqrt();
+        (error <= precision * mean).then_some(mean)
+    }
+}
+
+impl RttFilter {
+    /// Adds a successful round trip measured at `now`; an interval of the
+    /// baseline's minimum lasts `interval` round trips of the baseline.
+    /// Answers whether a new interval began.
+    pub(super) fn add(&mut self, rtt: Duration, now: Instant, interval: f64) -> bool {
+        let x = rtt.as_secs_f64();
+        let dt = match self.at {
+            Some(at) if at == now => None,
+            Some(at) => Some(now.saturating_duration_since(at).as_secs_f64()),
+            None => Some(0.0),
+        };
+        self.at = Some(now);
+        let round = self.short.value.unwrap_or(x);
+        self.short.add(x, dt, SHORT_ROUNDS * round);
+        self.slow.add(x, dt, SLOW_ROUNDS * round);
+        let first = *self.first.get_or_insert(now);
+        let short = self.short.value.unwrap_or(x);
+        let warm = now.saturating_duration_since(first).as_secs_f64() >= SLOW_ROUNDS * short;
+        let Some(slow) = self.slow.value.filter(|_| warm) else {
+            return false;
+        };
+        match &mut self.mins {
+            None => {
+                self.mins = Some((now, slow, slow));
+                false
+            }
+            Some((start, current, previous)) => {
+                let baseline = current.min(*previous);
+                let age = now.saturating_duration_since(*start).as_secs_f64();
+                if age >= interval * baseline {
+                    *previous = *current;
+                    *current = slow;
+                    *start = now;
+                    self.quiet_previous = self.quiet_trusted;
+                    self.quiet_trusted = None;
+                    self.quiet = Moments::default();
+                    self.probe = Probe::Idle;
+                    true
+                } else {
+                    *current = current.min(slow);
+                    false
+                }
+            }
+        }
+    }
+
+    /// A round trip that could not have queued behind this client's other
+    /// requests: admitted with at most [`QUIET`] in flight.
+    pub(super) fn no_load(&mut self, rtt: Duration) {
+        self.quiet.add(rtt.as_secs_f64());
+        if let Some(mean) = self.quiet.precise_mean(PROBE_SAMPLES, QUIET_PRECISION) {
+            self.quiet_trusted = Some(mean);
+        }
+    }
+
+    /// Whether a probe holds the limit at [`QUIET`] now; call after every
+    /// sample added.
+    ///
+    /// The mean of the no-load round trips of an interval is trusted once
+    /// [`PROBE_SAMPLES`] of them are within [`QUIET_PRECISION`]. Before
+    /// that, the first two (within [`PAIR_PRECISION`]) are the baseline
+    /// while they agree with the smoothed round trip (it is within
+    /// [`AGREE`] above their mean: no queue either way), until the slow
+    /// average has one; if that agrees too, it takes over. When they
+    /// disagree, two answers are a small sample against many: a probe
+    /// holds the limit at [`QUIET`] until [`PROBE_SAMPLES`] no-load answers
+    /// came back (or [`PROBE_ROUNDS`] of their round trips passed); their
+    /// mean is trusted if it is precise, and if not the slow average alone
+    /// decides in this interval. One probe per interval.
+    pub(super) fn probe(&mut self, now: Instant) -> bool {
+        if self.quiet_trusted.is_some() {
+            self.pair = None;
+            if let Probe::Holding(_) = self.probe {
+                self.probe = Probe::Done;
+            }
+            return false;
+        }
+        match self.probe {
+            Probe::Idle => {
+                let slow = self.mins.map(|(_, current, previous)| current.min(previous));
+                let agrees = match (self.pair, slow) {
+                    (Some(pair), Some(slow)) => {
+                        self.pair = None;
+                        if slow <= pair * (1.0 + AGREE) {
+                            self.probe = Probe::Done;
+                            return false;
+                        }
+                        false
+                    }
+                    (Some(_), None) => return false,
+                    (None, _) => {
+                        let (Some(mean), Some(short)) =
+                            (self.quiet.precise_mean(2, PAIR_PRECISION), self.short.value)
+                        else {
+                            return false;
+                        };
+                        self.pair = Some(mean);
+                        short <= mean * (1.0 + AGREE)
+                    }
+                };
+                if agrees {
+                    return false;
+                }
+                self.pair = None;
+                self.probe = Probe::Holding(now);
+                true
+            }
+            Probe::Holding(since) => {
+                let mean = self.quiet.sum / f64::from(self.quiet.count.max(1));
+                let elapsed = now.saturating_duration_since(since).as_secs_f64();
+                if elapsed >= PROBE_ROUNDS * mean {
+                    self.probe = Probe::Done;
+                    return false;
+                }
+                true
+            }
+            Probe::Done => false,
+        }
+    }
+
+    /// The round trip now, averaged over about two round trips.
+    pub(super) fn short(&self) -> Option<f64> {
+        self.short.value
+    }
+
+    /// Whether the baseline is the first two no-load round trips' alone:
+    /// enough to grow on, not to cut.
+    pub(super) fn is_provisional(&self) -> bool {
+        self.pair.is_some()
+            && self.mins.is_none()
+            && self.quiet_trusted.is_none()
+            && self.quiet_previous.is_none()
+    }
+
+    /// The no-load round trip: the lower of the lowest slow average over
+    /// the current and the previous interval (once the slow average has
+    /// run for eight round trips) and the trusted mean of the no-load
+    /// round trips of the current interval, or else of the previous one.
+    pub(super) fn baseline(&self) -> Option<f64> {
+        let slow = self
+            .mins
+            .map(|(_, current, previous)| current.min(previous));
+        let quiet = self.quiet_trusted.or(self.quiet_previous);
+        match (slow, quiet) {
+            (Some(s), Some(q)) => Some(s.min(q)),
+            (s, q) => q.or(self.pair).or(s),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adaptive::clock::Clock;
+
+    const MS: Duration = Duration::from_millis(1);
+    const EPS: f64 = 1e-9;
+
+    #[test]
+    fn averages_are_time_weighted_and_start_as_plain_means() {
+        let c = Clock::new();
+        let mut f = RttFilter::default();
+        // Two samples of one instant are one average.
+        f.add(100 * MS, c.0, 1000.0);
+        f.add(200 * MS, c.0, 1000.0);
+        assert!((f.short().unwrap() - 0.15).abs() < EPS);
+        // The next instant: a plain mean of the two instants so far (its
+        // moving-average weight, 1 - exp(-10 ms / 300 ms), is smaller).
+        f.add(50 * MS, c.0 + 10 * MS, 1000.0);
+        assert!((f.short().unwrap() - 0.1).abs() < EPS);
+        assert!((f.slow.value.unwrap() - 0.1).abs() < EPS);
+        // Much later, the moving average takes over: weight
+        // 1 - exp(-dt / (2 * short)) for the short one.
+        let mut f = RttFilter::default();
+        f.add(100 * MS, c.0, 1000.0);
+        f.add(200 * MS, c.0 + 200 * MS, 1000.0);
+        let w = 1.0 - (-1.0_f64).exp();
+        assert!((f.short().unwrap() - (0.1 + w * 0.1)).abs() < EPS);
+    }
+
+    #[test]
+    fn the_baseline_is_the_lowest_slow_average_after_eight_round_trips() {
+        let c = Clock::new();
+        let mut f = RttFilter::default();
+        // 100 ms round trips every 10 ms: no baseline for 800 ms.
+        for at in (0..800).step_by(10) {
+            f.add(100 * MS, c.0 + at * MS, 1000.0);
+            assert_eq!(f.baseline(), None, "{at}");
+        }
+        f.add(100 * MS, c.0 + 800 * MS, 1000.0);
+        assert!((f.baseline().unwrap() - 0.1).abs() < EPS);
+        // Longer round trips do not raise it; shorter ones lower it as
+        // the slow average comes down, not at once.
+        for at in (810..2000).step_by(10) {
+            f.add(150 * MS, c.0 + at * MS, 1000.0);
+        }
+        assert!((f.baseline().unwrap() - 0.1).abs() < EPS);
+        f.add(50 * MS, c.0 + 2000 * MS, 1000.0);
+        assert!((f.baseline().unwrap() - 0.1).abs() < EPS);
+        for at in (2010..4000).step_by(10) {
+            f.add(50 * MS, c.0 + at * MS, 1000.0);
+        }
+        let b = f.baseline().unwrap();
+        assert!(b > 0.05 && b < 0.06, "{b}");
+    }
+
+    #[test]
+    fn the_baseline_forgets_after_two_intervals() {
+        let c = Clock::new();
+        let mut f = RttFilter::default();
+        let mut rotations = 0;
+        // An interval of 10 round trips of 100 ms: a second.
+        for at in (0..1000).step_by(10) {
+            rotations += f.add(100 * MS, c.0 + at * MS, 10.0) as u32;
+        }
+        assert!((f.baseline().unwrap() - 0.1).abs() < EPS);
+        // Slower from now on: the slow average climbs to 200 ms, and the
+        // old minimum is gone after two intervals.
+        for at in (1000..10_000).step_by(10) {
+            rotations += f.add(200 * MS, c.0 + at * MS, 10.0) as u32;
+        }
+        assert!(rotations >= 2, "{rotations}");
+        assert!(f.baseline().unwrap() > 0.19, "{:?}", f.baseline());
+        // With no interval, the lowest ever stays.
+        let mut f = RttFilter::default();
+        for at in (0..1000).step_by(10) {
+            f.add(100 * MS, c.0 + at * MS, f64::INFINITY);
+        }
+        for at in (1000..6000).step_by(10) {
+            assert!(!f.add(200 * MS, c.0 + at * MS, f64::INFINITY));
+        }
+        assert!((f.baseline().unwrap() - 0.1).abs() < EPS);
+    }
+}
