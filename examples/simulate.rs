@@ -287,7 +287,11 @@ fn trace(scenario: &Scenario, algorithm: &Algorithm) {
     }
     let best = sim::sweep(scenario, &FIXED_LIMITS).best().1.clone();
     row(&best, &best, None);
-    row(&report, &best, Some(sim::check(&report, &scenario.expect, Some(&best)).is_ok()));
+    row(
+        &report,
+        &best,
+        Some(sim::check(&report, &scenario.expect, Some(&best)).is_ok()),
+    );
 }
 
 fn describe(scenario: &Scenario) {

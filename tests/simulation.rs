@@ -337,6 +337,6 @@ targets! {
         aimd, vegas, gradient2, windowed_aimd, windowed_vegas, windowed_gradient2,
     ];
     jitter: Scenario::jitter() => [windowed_vegas, windowed_gradient2];
-    large_32: Scenario::large(32) => [aimd];
-    stall: Scenario::stall() => [aimd];
+    large_32: Scenario::large(32) => [aimd, vegas, gradient2, windowed_vegas, windowed_gradient2];
+    stall: Scenario::stall() => [aimd, gradient2];
 }

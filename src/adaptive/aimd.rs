@@ -8,15 +8,25 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::baseline::{RttFilter, QUIET};
 use super::{LimitAlgorithm, Sample};
+
+/// Round trips of one interval of the no-load baseline's minimum (as
+/// [`Vegas`](super::Vegas)'s default).
+const BASELINE_ROUNDS: u32 = 1000;
 
 /// A loss-based limit: additive increase, multiplicative decrease, after
 /// Netflix concurrency-limits' `AIMDLimit`.
 ///
-/// It ignores latency except against a timeout: every overload, and every
-/// round trip longer than [`timeout`](Self::timeout), counts as a drop and
-/// shrinks the limit by a ratio; while there is no drop and the limit is
-/// reached, it grows by one per round trip.
+/// It reads latency only against a budget: every overload, and every
+/// round trip over budget, counts as a drop and shrinks the limit by a
+/// ratio; while there is no drop and the limit is reached, it grows by one
+/// per round trip. The budget is [`timeout`](Self::timeout) if one is set;
+/// by default it is [`tolerance`](Self::tolerance) (2) times the no-load
+/// round trip, measured as [`Vegas`](super::Vegas) measures it (with no
+/// probe), so that against a backend that slows down but never refuses the
+/// limit stops where its queue doubles the latency instead of climbing to
+/// `max`.
 ///
 /// # Formula
 ///
@@ -24,7 +34,8 @@ use super::{LimitAlgorithm, Sample};
 ///
 /// ```text
 /// if overload:                  see "Overload" below (L * backoff, a ceiling)
-/// else if rtt > timeout:        L = max(L * backoff, L0 / 2), once per episode
+/// else if rtt > budget:         L = max(L * backoff, L0 / 2), once per episode
+///     budget = timeout if set, else tolerance * rtt_noload (none before there is one)
 /// else if in_flight < floor(L): L unchanged   (the limit was not reached)
 /// else:                         L = L + min(1, dt / rtt)   (+1 per round trip)
 /// ```
@@ -73,11 +84,11 @@ use super::{LimitAlgorithm, Sample};
 /// | min | [`min`](Self::min) | 1 | Lowest limit; at least 1. |
 /// | max | [`max`](Self::max) | 200 | Highest limit; if below `min`, `max` wins. |
 /// | backoff | [`backoff`](Self::backoff) | 0.9 | Ratio the limit is multiplied by on a drop, in `(0, 1)`. |
-/// | timeout | [`timeout`](Self::timeout) | 5 s | A round trip longer than this counts as a drop. |
+/// | timeout | [`timeout`](Self::timeout) | none | A round trip longer than this counts as a drop. |
+/// | tolerance | [`tolerance`](Self::tolerance) | 2.0 | Without a timeout, a round trip longer than this many no-load round trips counts as a drop; at least 1. |
 ///
-/// AIMD only sees latency beyond its `timeout`: give it a timeout that is a
-/// latency budget (somewhat above the latency you expect unloaded), or it
-/// lets queues grow until requests time out. Its fixed `backoff` is also
+/// AIMD only sees latency beyond its budget: a timeout you know (somewhat
+/// above the latency you expect unloaded) is the most direct one. Its fixed `backoff` is also
 /// its limit: a ratio gentle enough to hold a steady limit near capacity
 /// takes many round trips to follow a backend that loses most of its
 /// capacity at once; the delay-based [`Vegas`](super::Vegas) and
@@ -102,7 +113,11 @@ use super::{LimitAlgorithm, Sample};
 ///   that refuses above a threshold the limit climbed straight back over
 ///   it, one refusal (or, behind a black hole, one timed-out request) per
 ///   step.
-/// - **A slow success** (`rtt > timeout`) is one decrease per episode, not
+/// - **A latency budget by default**: twice the no-load round trip, where
+///   Netflix has none (its timeout defaults to 5 s): behind a backend that
+///   slows down but never refuses, a loss-based limit climbs to its
+///   maximum, and every request waits in the queue that builds.
+/// - **A slow success** (`rtt > budget`) is one decrease per episode, not
 ///   one per sample: the requests of one queue all come back slow, and
 ///   counting each of them took the limit far below it.
 ///
@@ -121,7 +136,10 @@ pub struct Aimd {
     min: usize,
     max: usize,
     backoff: f64,
-    timeout: Duration,
+    timeout: Option<Duration>,
+    tolerance: f64,
+    /// The no-load round trip, for the budget without a timeout.
+    rtts: RttFilter,
     /// The current limit; `None` until the first update.
     limit: Option<f64>,
     /// When the limit last grew.
@@ -136,7 +154,9 @@ impl Default for Aimd {
             min: 1,
             max: 200,
             backoff: 0.9,
-            timeout: Duration::from_secs(5),
+            timeout: None,
+            tolerance: 2.0,
+            rtts: RttFilter::default(),
             limit: None,
             grew: None,
             overloads: Overloads::default(),
@@ -145,7 +165,8 @@ impl Default for Aimd {
 }
 
 impl Aimd {
-    /// The defaults: initial 10, min 1, max 200, backoff 0.9, timeout 5 s.
+    /// The defaults: initial 10, min 1, max 200, backoff 0.9, no timeout,
+    /// tolerance 2.
     pub fn new() -> Self {
         Self::default()
     }
@@ -184,8 +205,43 @@ impl Aimd {
 
     /// A round trip longer than this counts as a drop (default 5 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.timeout = Some(timeout);
         self
+    }
+
+    /// Without a timeout, a round trip longer than `tolerance` times the
+    /// no-load round trip counts as a drop (default 2).
+    ///
+    /// # Panics
+    ///
+    /// If `tolerance` is below 1 or not finite.
+    pub fn tolerance(mut self, tolerance: f64) -> Self {
+        assert!(
+            tolerance >= 1.0 && tolerance.is_finite(),
+            "Aimd tolerance must be at least 1, got {tolerance}"
+        );
+        self.tolerance = tolerance;
+        self
+    }
+
+    /// Whether `sample` is over the latency budget; learns the no-load
+    /// round trip from it when there is no timeout.
+    fn over_budget(&mut self, sample: &Sample) -> bool {
+        if let Some(timeout) = self.timeout {
+            return sample.rtt > timeout;
+        }
+        if sample.in_flight <= QUIET {
+            self.rtts.no_load(sample.rtt);
+        }
+        self.rtts
+            .add(sample.rtt, sample.now, f64::from(BASELINE_ROUNDS));
+        // The probe's hold is not taken: a loss-based limit has no use for
+        // it beyond the baseline, which it still decides.
+        let _ = self.rtts.probe(sample.now);
+        let Some(baseline) = self.rtts.baseline() else {
+            return false;
+        };
+        sample.rtt.as_secs_f64() > self.tolerance * baseline
     }
 
     fn bounds(&self) -> (f64, f64) {
@@ -213,7 +269,7 @@ impl LimitAlgorithm for Aimd {
             let next = self.overloads.overload(limit, self.backoff, sample);
             return self.set(next);
         }
-        if sample.rtt > self.timeout {
+        if self.over_budget(sample) {
             let next = self.overloads.slow(limit, self.backoff, sample);
             return self.set(next);
         }
@@ -226,6 +282,13 @@ impl LimitAlgorithm for Aimd {
             self.grew = Some(sample.now);
         }
         self.set(grown)
+    }
+
+    fn no_load(&mut self, sample: &Sample) -> Option<usize> {
+        if self.timeout.is_none() && !sample.overload && sample.in_flight <= QUIET {
+            self.rtts.no_load(sample.rtt);
+        }
+        None
     }
 }
 
@@ -394,9 +457,49 @@ mod tests {
         let a = Aimd::default();
         assert_eq!(a.initial_limit(), 10);
         assert_eq!(
-            (a.min, a.max, a.backoff, a.timeout),
-            (1, 200, 0.9, Duration::from_secs(5))
+            (a.min, a.max, a.backoff, a.timeout, a.tolerance),
+            (1, 200, 0.9, None, 2.0)
         );
+    }
+
+    #[test]
+    fn without_a_timeout_twice_the_no_load_round_trip_is_a_drop() {
+        let c = Clock::new();
+        // Answers of 50 ms every 10 ms, under the limit, until the slow
+        // average has a baseline (eight round trips).
+        let warm = |a: &mut Aimd| {
+            for at in (0..1000).step_by(10) {
+                assert_eq!(a.update(&c.ok(at, 50, 3)), 10);
+            }
+            assert!((a.rtts.baseline().unwrap() - 0.05).abs() < 1e-9);
+        };
+        let mut a = Aimd::new().initial(10);
+        warm(&mut a);
+        // At the limit, 90 ms (under twice 50): growth.
+        assert_eq!(a.update(&c.ok(1000, 90, 10)), 11);
+        // 101 ms: a drop, once per episode (its feedback time: the longest
+        // round trip in it, here 150 ms).
+        assert_eq!(a.update(&c.ok(1010, 101, 11)), 9); // floor(11 * 0.9)
+        assert_eq!(a.update(&c.ok(1020, 150, 11)), 9);
+        assert_eq!(a.update(&c.ok(1150, 150, 11)), 9);
+        assert_eq!(a.update(&c.ok(1160, 150, 11)), 8); // floor(9.9 * 0.9)
+                                                       // A wider tolerance: 140 ms is within three times 50.
+        let mut a = Aimd::new().initial(10).tolerance(3.0);
+        warm(&mut a);
+        assert_eq!(a.update(&c.ok(1000, 140, 10)), 11);
+        // A timeout replaces the budget: 150 ms is within 200.
+        let mut a = Aimd::new().initial(10).timeout(200 * MS);
+        for at in (0..1000).step_by(10) {
+            a.update(&c.ok(at, 50, 3));
+        }
+        assert_eq!(a.rtts.baseline(), None);
+        assert_eq!(a.update(&c.ok(1000, 150, 10)), 11);
+    }
+
+    #[test]
+    #[should_panic(expected = "tolerance")]
+    fn tolerance_below_one_panics() {
+        let _ = Aimd::new().tolerance(0.5);
     }
 
     #[test]

@@ -222,7 +222,9 @@ impl RttFilter {
         }
         match self.probe {
             Probe::Idle => {
-                let slow = self.mins.map(|(_, current, previous)| current.min(previous));
+                let slow = self
+                    .mins
+                    .map(|(_, current, previous)| current.min(previous));
                 let agrees = match (self.pair, slow) {
                     (Some(pair), Some(slow)) => {
                         self.pair = None;
@@ -232,7 +234,13 @@ impl RttFilter {
                         }
                         false
                     }
-                    (Some(_), None) => return false,
+                    (Some(pair), None) => {
+                        let short = self.short.value.unwrap_or(pair);
+                        if short <= pair * (1.0 + AGREE) {
+                            return false;
+                        }
+                        false
+                    }
                     (None, _) => {
                         let (Some(mean), Some(short)) =
                             (self.quiet.precise_mean(2, PAIR_PRECISION), self.short.value)
@@ -297,6 +305,7 @@ impl RttFilter {
 mod tests {
     use super::*;
     use crate::adaptive::clock::Clock;
+    use proptest::prelude::*;
 
     const MS: Duration = Duration::from_millis(1);
     const EPS: f64 = 1e-9;
@@ -375,5 +384,142 @@ mod tests {
             assert!(!f.add(200 * MS, c.0 + at * MS, f64::INFINITY));
         }
         assert!((f.baseline().unwrap() - 0.1).abs() < EPS);
+    }
+
+    /// Adds a success of `rtt` ms at `at` ms, a no-load one if `quiet`,
+    /// and answers whether a probe holds the limit after it.
+    fn feed(f: &mut RttFilter, c: &Clock, at: u64, rtt: u64, quiet: bool) -> bool {
+        let (rtt, now) = (Duration::from_millis(rtt), c.0 + Duration::from_millis(at));
+        if quiet {
+            f.no_load(rtt);
+        }
+        f.add(rtt, now, f64::INFINITY);
+        f.probe(now)
+    }
+
+    #[test]
+    fn two_no_load_answers_that_agree_are_the_baseline_until_the_slow_average_has_one() {
+        let c = Clock::new();
+        let mut f = RttFilter::default();
+        // One no-load answer is no baseline; two within a tenth are, at once.
+        assert!(!feed(&mut f, &c, 0, 100, true));
+        assert_eq!(f.baseline(), None);
+        assert!(!feed(&mut f, &c, 10, 104, true));
+        assert!((f.baseline().unwrap() - 0.102).abs() < EPS);
+        assert!(f.is_provisional());
+        // Loaded answers at the same latency: the slow average agrees when
+        // it has a baseline (after eight round trips) and takes over.
+        let mut at = 20;
+        while f.mins.is_none() {
+            assert!(!feed(&mut f, &c, at, 100, false));
+            at += 10;
+        }
+        assert!(!feed(&mut f, &c, at, 100, false));
+        assert!(!f.is_provisional());
+        assert_eq!(f.pair, None);
+        assert_eq!(f.probe, Probe::Done);
+        let b = f.baseline().unwrap();
+        assert!(b > 0.1 && b < 0.102, "{b}");
+    }
+
+    #[test]
+    fn two_no_load_answers_against_a_slow_average_start_a_probe() {
+        let c = Clock::new();
+        let mut f = RttFilter::default();
+        // The first two came back in 50 ms; the rest of the first round
+        // trip queued behind them (150 ms): the smoothed round trip
+        // disagrees, and a probe holds the limit.
+        assert!(!feed(&mut f, &c, 50, 50, true));
+        assert!(!feed(&mut f, &c, 50, 150, false));
+        assert!(feed(&mut f, &c, 52, 50, true));
+        assert_eq!(f.probe, Probe::Holding(c.0 + 52 * MS));
+        assert_eq!(f.baseline(), None);
+        // It holds until six no-load answers in all came back...
+        for (i, at) in [120, 160, 200].into_iter().enumerate() {
+            assert!(feed(&mut f, &c, at, 150, false), "{i}");
+            assert!(feed(&mut f, &c, at + 1, 52, true), "{i}");
+        }
+        assert!(!feed(&mut f, &c, 240, 48, true));
+        // ...and then their mean is the baseline, trusted.
+        assert_eq!(f.probe, Probe::Done);
+        let mean = (50.0 + 50.0 + 52.0 * 3.0 + 48.0) / 6.0 / 1000.0;
+        assert!((f.baseline().unwrap() - mean).abs() < EPS);
+        assert!(!f.is_provisional());
+        // One probe per interval.
+        assert!(!feed(&mut f, &c, 300, 500, false));
+    }
+
+    #[test]
+    fn a_probe_too_noisy_to_tell_ends_after_four_round_trips_and_trusts_nothing() {
+        let c = Clock::new();
+        let mut f = RttFilter::default();
+        assert!(!feed(&mut f, &c, 50, 50, true));
+        assert!(!feed(&mut f, &c, 50, 200, false));
+        assert!(feed(&mut f, &c, 51, 52, true));
+        assert_eq!(f.probe, Probe::Holding(c.0 + 51 * MS));
+        let start = 51;
+        // No-load answers of 20 and 100 ms: with the first two, a mean of
+        // (50 + 52 + 20 + 100) / 4 = 55.5 ms, far from precise.
+        assert!(feed(&mut f, &c, start + 100, 20, true));
+        assert!(feed(&mut f, &c, start + 150, 100, true));
+        // Four round trips of their mean (222 ms) after the start: over.
+        assert!(feed(&mut f, &c, start + 221, 200, false));
+        assert!(!feed(&mut f, &c, start + 223, 200, false));
+        assert_eq!(f.probe, Probe::Done);
+        assert_eq!(f.quiet_trusted, None);
+        assert_eq!(f.baseline(), None);
+    }
+
+    #[test]
+    fn a_precise_mean_of_six_no_load_answers_is_trusted_without_a_probe() {
+        let c = Clock::new();
+        let mut f = RttFilter::default();
+        // Light load: every answer is a no-load one, at 100 ms.
+        for at in 0..6 {
+            assert!(!feed(&mut f, &c, at * 10, 100, true));
+        }
+        assert!((f.quiet_trusted.unwrap() - 0.1).abs() < EPS);
+        assert_eq!((f.pair, f.probe), (None, Probe::Idle));
+        assert!((f.baseline().unwrap() - 0.1).abs() < EPS);
+        assert!(!f.is_provisional());
+        // Slower answers later do not raise it (within the interval).
+        for at in 6..20 {
+            assert!(!feed(&mut f, &c, at * 10, 300, true));
+        }
+        assert!((f.baseline().unwrap() - 0.1).abs() < EPS);
+    }
+
+    proptest! {
+        /// Whatever the answers: a probe holds at most once without a new
+        /// interval, never longer than its round trips allow, never once
+        /// a mean is trusted; the baseline is one of the round trips' means
+        /// (within the range of those seen).
+        #[test]
+        fn the_probe_holds_once_and_the_baseline_stays_within_the_round_trips(
+            answers in prop::collection::vec((0u64..40, 1u64..500, any::<bool>()), 0..400),
+        ) {
+            let c = Clock::new();
+            let mut f = RttFilter::default();
+            let (mut at, mut holds, mut was_holding) = (0u64, 0u32, false);
+            let (mut lo, mut hi) = (f64::INFINITY, 0.0f64);
+            for (gap, rtt, quiet) in answers {
+                at += gap;
+                let holding = feed(&mut f, &c, at, rtt, quiet);
+                if holding && !was_holding {
+                    holds += 1;
+                }
+                if holding {
+                    prop_assert!(f.quiet_trusted.is_none());
+                }
+                was_holding = holding;
+                let x = rtt as f64 / 1000.0;
+                lo = lo.min(x);
+                hi = hi.max(x);
+                if let Some(b) = f.baseline() {
+                    prop_assert!(b >= lo - EPS && b <= hi + EPS, "{} not in [{}, {}]", b, lo, hi);
+                }
+            }
+            prop_assert!(holds <= 1, "{} probes", holds);
+        }
     }
 }

@@ -357,12 +357,13 @@ mod tests {
 
     const EPS: f64 = 1e-9;
 
-    /// Feeds `rtt` every 10 ms with nothing in flight (so the limit holds)
-    /// until the baseline is set; answers the time of the last sample.
+    /// Feeds `rtt` every 10 ms with 3 in flight (so the limit holds, and
+    /// no answer is a no-load one) until the baseline is set; answers the
+    /// time of the last sample.
     fn warm(g: &mut Gradient2, c: &Clock, rtt: u64) -> u64 {
         let l = g.initial_limit();
         for at in (0..).step_by(10) {
-            assert_eq!(g.update(&c.ok(at, rtt, 0)), l);
+            assert_eq!(g.update(&c.ok(at, rtt, 3)), l);
             if g.rtts.baseline().is_some() {
                 return at;
             }

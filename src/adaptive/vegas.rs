@@ -5,8 +5,6 @@
 //! The formula, the parameters and their defaults are documented on
 //! [`Vegas`] (this module is private, so its docs would never render).
 
-use std::time::Duration;
-
 use tokio::time::Instant;
 
 use super::aimd::{reached, rounds_since, slow_start, Overloads};
@@ -387,16 +385,17 @@ mod tests {
     use super::*;
     use crate::adaptive::clock::Clock;
     use proptest::prelude::*;
+    use std::time::Duration;
 
-    const MS: Duration = Duration::from_millis(1);
     const EPS: f64 = 1e-9;
 
-    /// Feeds `rtt` every 10 ms with nothing in flight (so the limit holds)
-    /// until the baseline is set; answers the time of the last sample.
+    /// Feeds `rtt` every 10 ms with 3 in flight (so the limit holds, and
+    /// no answer is a no-load one) until the baseline is set; answers the
+    /// time of the last sample.
     fn warm(v: &mut Vegas, c: &Clock, rtt: u64) -> u64 {
         let l = v.initial_limit();
         for at in (0..).step_by(10) {
-            assert_eq!(v.update(&c.ok(at, rtt, 0)), l);
+            assert_eq!(v.update(&c.ok(at, rtt, 3)), l);
             if v.rtts.baseline().is_some() {
                 return at;
             }
@@ -431,16 +430,17 @@ mod tests {
     }
 
     #[test]
-    fn grows_by_alpha_per_round_trip_while_nothing_queues() {
+    fn grows_by_an_eighth_per_round_trip_while_nothing_queues() {
         let c = Clock::new();
         let mut v = Vegas::new();
         let t = warm(&mut v, &c, 100);
-        // No queue: alpha = max(1, L / 8) per round trip.
-        assert_eq!(v.update(&c.ok(t + 10, 100, 10)), 11); // 10 + 1.25
+        // No queue: times 1.125 per round trip (a slow start).
+        assert_eq!(v.update(&c.ok(t + 10, 100, 10)), 11); // 10 * 1.125
         assert!((limit(&v) - 11.25).abs() < EPS);
-        // Half a round trip later: half a step.
+        // Half a round trip later: half a step, compounded (two halves
+        // make a whole one).
         v.update(&c.ok(t + 60, 100, 11));
-        assert!((limit(&v) - (11.25 + 11.25 / 16.0)).abs() < EPS);
+        assert!((limit(&v) - 11.25 * 1.125f64.sqrt()).abs() < EPS);
         // Not when the limit was not reached.
         let l = limit(&v);
         assert_eq!(v.update(&c.ok(t + 200, 100, 10)), 11);

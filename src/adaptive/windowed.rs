@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::rng::XorShift;
 use super::baseline::QUIET;
+use super::rng::XorShift;
 use super::{LimitAlgorithm, Sample};
 
 /// How a window's round trips are summed up into one.
@@ -31,6 +31,10 @@ pub enum Aggregate {
 /// limiter's lock stay bounded however busy a window is).
 const RESERVOIR: usize = 512;
 
+/// A window closes (with `min_samples`) once it spans this many round
+/// trips (the last window's mean), if that is shorter than `min_window`.
+const WINDOW_RTTS: f64 = 1.25;
+
 /// A silence is longer than this many usual gaps between answers (and
 /// than a round trip).
 const SILENCE_GAPS: u32 = 4;
@@ -50,8 +54,12 @@ const SILENCE_GAPS: u32 = 4;
 ///   sample (at that sample's `now`: an idle spell between windows does not
 ///   count) and closes, after taking in the sample that closes it, when it
 ///   holds at least `min_samples` samples and spans at least `min_window`
+///   or 1.25 round trips (the last window's mean), whichever is shorter
 ///   (from its first sample's `now` to this one's), or when it spans at
-///   least `max_window`, whatever its number of samples.
+///   least `max_window`, whatever its number of samples. A window of about
+///   a round trip is what lets the inner algorithm grow as fast per round
+///   trip as when it is fed every sample: its growth counts at most one
+///   round trip per update.
 /// - **A silence is news.** A success that comes after a silence longer
 ///   than the round trip (the mean of the open window, or of the last one)
 ///   and than four times the usual gap between answers (in that window)
@@ -62,6 +70,11 @@ const SILENCE_GAPS: u32 = 4;
 ///   ones would be diluted by answers from before the stall, and the limit
 ///   would come down a window late while every request admitted meanwhile
 ///   queued.
+/// - **No-load round trips are passed on at once** (to
+///   [`no_load`](LimitAlgorithm::no_load)), besides going into the window:
+///   a success admitted with at most two in flight cannot have queued
+///   behind others, and its round trip is the latency of an empty queue,
+///   which an average over the window would lose.
 /// - **Overloads are passed on at once**, one by one, and not averaged: an
 ///   overload (a refusal, a timeout) is an event, not a noisy
 ///   measurement, and the algorithms count them and read the in-flight
@@ -94,8 +107,9 @@ const SILENCE_GAPS: u32 = 4;
 ///
 /// - **Windows**: Netflix's defaults are a window of 1 s (`min_window` =
 ///   `max_window`) and 10 samples, made for production round trips; the
-///   100 ms `min_window` here lets round trips of 10 to 100 ms move the
-///   limit several times a second under load, while `max_window` still
+///   100 ms `min_window` here (or 1.25 round trips, if shorter) lets round
+///   trips of 1 to 100 ms move the limit about once per round trip under
+///   load, while `max_window` still
 ///   bounds how long a lightly loaded limiter waits. Unlike Netflix (which
 ///   discards a window with too few samples), a window at `max_window` is
 ///   used however few samples it holds.
@@ -203,7 +217,11 @@ impl<A> Windowed<A> {
 
     fn should_close(&self, start: Instant, sample: &Sample) -> bool {
         let span = sample.now.saturating_duration_since(start);
-        (self.window.rtts.count >= self.min_samples && span >= self.min_window)
+        let min_window = match self.last {
+            Some((rtt, _)) => rtt.mul_f64(WINDOW_RTTS).min(self.min_window),
+            None => self.min_window,
+        };
+        (self.window.rtts.count >= self.min_samples && span >= min_window)
             || span >= self.max_window
     }
 
@@ -450,13 +468,24 @@ mod tests {
                 now: start + 100 * MS,
             }]
         );
-        // The next window starts at its first sample.
-        for i in 1..=10u32 {
+        // The next window starts at its first sample, and needs to span
+        // only 1.25 round trips of the last one (7.5 ms): its fifth sample
+        // closes it.
+        for i in 1..=4u32 {
             assert_eq!(w.update(&at(start, (100 + i * 10) * MS, 20 * MS, 1)), 101);
         }
-        assert_eq!(w.update(&at(start, 210 * MS, 42 * MS, 1)), 102);
+        assert_eq!(w.update(&at(start, 150 * MS, 40 * MS, 1)), 102);
         assert_eq!(w.inner().seen.len(), 2);
-        assert_eq!(w.inner().seen[1].rtt, 22 * MS); // (200 + 42) / 11
+        assert_eq!(w.inner().seen[1].rtt, 24 * MS); // (80 + 40) / 5
+                                                    // With round trips as long as min_window, min_window decides.
+        for i in 1..=4u32 {
+            assert_eq!(w.update(&at(start, (150 + i * 10) * MS, 200 * MS, 1)), 102);
+        }
+        assert_eq!(w.update(&at(start, 200 * MS, 200 * MS, 1)), 103);
+        for i in 1..=10u32 {
+            assert_eq!(w.update(&at(start, (200 + i * 10) * MS, 200 * MS, 1)), 103);
+        }
+        assert_eq!(w.update(&at(start, 310 * MS, 200 * MS, 1)), 104);
     }
 
     #[test]
@@ -648,13 +677,14 @@ mod tests {
     #[test]
     fn aimd_moves_once_per_window() {
         let start = Instant::now();
-        let mut w = Windowed::new(Aimd::new().initial(10));
+        let mut w = Windowed::new(Aimd::new().initial(10)).min_samples(11);
         let mut limits = Vec::new();
         for i in 0..100u32 {
             limits.push(w.update(&at(start, i * 10 * MS, 10 * MS, 20)));
         }
         // Windows close at samples 10, 21, 32, ... (each opens with its
-        // first sample and spans 100 ms): AIMD grew by one each time.
+        // first sample; the first spans 100 ms, the others 11 samples):
+        // AIMD grew by one each time.
         assert_eq!(limits[9], 10);
         assert_eq!(limits[10], 11);
         assert_eq!(limits[20], 11);
