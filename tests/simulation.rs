@@ -272,6 +272,7 @@ fn algorithm(name: &str) -> Algorithm {
         "windowed_aimd" => Algorithm::Windowed(&Algorithm::Aimd),
         "windowed_vegas" => Algorithm::Windowed(&Algorithm::Vegas),
         "windowed_gradient2" => Algorithm::Windowed(&Algorithm::Gradient2),
+        "recommended" => Algorithm::Recommended,
         other => panic!("no algorithm called {other}"),
     }
 }
@@ -327,16 +328,18 @@ macro_rules! targets {
 //   limit's goodput and take 23-26 round trips to come back (target 20).
 // - capacity-return: none (goodput 0.70-0.85, p99 4-10x the backend's).
 targets! {
-    knee: Scenario::knee() => [aimd, vegas, gradient2, windowed_vegas, windowed_gradient2];
-    capacity_step: Scenario::capacity_step() => [vegas, windowed_vegas, windowed_gradient2];
-    flash_crowd: Scenario::flash_crowd() => [aimd, vegas, windowed_vegas, windowed_gradient2];
+    knee: Scenario::knee() => [aimd, vegas, gradient2, windowed_vegas, windowed_gradient2, recommended];
+    capacity_step: Scenario::capacity_step() => [vegas, windowed_vegas, windowed_gradient2, recommended];
+    flash_crowd: Scenario::flash_crowd() => [aimd, vegas, windowed_vegas, windowed_gradient2, recommended];
     backpressure_429: Scenario::backpressure_429() => [
-        aimd, vegas, gradient2, windowed_aimd, windowed_vegas, windowed_gradient2,
+        aimd, vegas, gradient2, windowed_aimd, windowed_vegas, windowed_gradient2, recommended,
     ];
     black_hole: Scenario::black_hole() => [
-        aimd, vegas, gradient2, windowed_aimd, windowed_vegas, windowed_gradient2,
+        aimd, vegas, gradient2, windowed_aimd, windowed_vegas, windowed_gradient2, recommended,
     ];
-    jitter: Scenario::jitter() => [windowed_vegas, windowed_gradient2];
-    large_32: Scenario::large(32) => [aimd, vegas, gradient2, windowed_vegas, windowed_gradient2];
+    jitter: Scenario::jitter() => [windowed_vegas, windowed_gradient2, recommended];
+    large_32: Scenario::large(32) => [
+        aimd, vegas, gradient2, windowed_vegas, windowed_gradient2, recommended,
+    ];
     stall: Scenario::stall() => [aimd, gradient2];
 }

@@ -26,10 +26,10 @@ pub enum Algorithm {
     /// [`Aimd::default`] with a latency budget: its
     /// [`timeout`](Aimd::timeout) is 1.5 times the scenario's unloaded
     /// round trip, in every scenario (and inside [`Windowed`] too). AIMD
-    /// only sees latency beyond its timeout, and a user who knows nothing
+    /// only sees latency beyond its budget, and a user who knows nothing
     /// of the backend's capacity still knows how long a request should
-    /// take; the default 5 s, far beyond any client's deadline here, would
-    /// leave it blind to every queue.
+    /// take. (Without a timeout its budget is twice the no-load round trip;
+    /// the targets here were set with the timeout.)
     Aimd,
     /// [`Vegas::default`].
     Vegas,
@@ -38,6 +38,9 @@ pub enum Algorithm {
     /// [`Windowed`] with its default window, around another algorithm's
     /// defaults (not a fixed or unlimited one).
     Windowed(&'static Algorithm),
+    /// What [`Limiter::adaptive_default`] builds: `Windowed<Gradient2>`
+    /// with a slow start of 1.5.
+    Recommended,
     /// Any limiter, built per run.
     Custom {
         /// Its name in reports.
@@ -48,14 +51,16 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
-    /// The adaptive algorithms with their defaults, bare and windowed.
-    pub const ADAPTIVE: [Algorithm; 6] = [
+    /// The adaptive algorithms with their defaults, bare and windowed, and
+    /// the recommended one.
+    pub const ADAPTIVE: [Algorithm; 7] = [
         Algorithm::Aimd,
         Algorithm::Vegas,
         Algorithm::Gradient2,
         Algorithm::Windowed(&Algorithm::Aimd),
         Algorithm::Windowed(&Algorithm::Vegas),
         Algorithm::Windowed(&Algorithm::Gradient2),
+        Algorithm::Recommended,
     ];
 
     /// Its name in reports: `aimd`, `windowed-vegas`, `fixed-16`, ...
@@ -67,6 +72,7 @@ impl Algorithm {
             Algorithm::Vegas => "vegas".to_owned(),
             Algorithm::Gradient2 => "gradient2".to_owned(),
             Algorithm::Windowed(inner) => format!("windowed-{}", inner.name()),
+            Algorithm::Recommended => "recommended".to_owned(),
             Algorithm::Custom { name, .. } => (*name).to_owned(),
         }
     }
@@ -78,7 +84,10 @@ impl Algorithm {
             Algorithm::Vegas => Box::new(Vegas::default()),
             Algorithm::Gradient2 => Box::new(Gradient2::default()),
             Algorithm::Windowed(inner) => Box::new(Windowed::new(inner.algorithm(scenario)?)),
-            Algorithm::Fixed(_) | Algorithm::Unlimited | Algorithm::Custom { .. } => return None,
+            Algorithm::Fixed(_)
+            | Algorithm::Unlimited
+            | Algorithm::Recommended
+            | Algorithm::Custom { .. } => return None,
         })
     }
 
@@ -93,6 +102,7 @@ impl Algorithm {
             Algorithm::Fixed(n) => Limiter::new(*n),
             Algorithm::Unlimited => Limiter::new(InvalidLimit::MAX),
             Algorithm::Custom { build, .. } => build(scenario),
+            Algorithm::Recommended => Limiter::adaptive_default(),
             _ => Limiter::adaptive(
                 self.algorithm(scenario)
                     .unwrap_or_else(|| panic!("{} is not an adaptive algorithm", self.name())),

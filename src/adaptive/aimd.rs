@@ -313,15 +313,12 @@ pub(super) fn rounds_since(last: Option<Instant>, sample: &Sample) -> f64 {
     (dt / rtt).min(1.0)
 }
 
-/// The factor slow start multiplies the limit by per round trip.
-const SLOW_START: f64 = 1.125;
-
-/// Slow start: `limit` multiplied by [`SLOW_START`] per round trip since
-/// it last grew (`last`), at most one round trip per sample (see
+/// Slow start: `limit` multiplied by `factor` per round trip since it last
+/// grew (`last`), at most one round trip per sample (see
 /// [`rounds_since`]), so that per-sample updates compound to the same
 /// growth per round trip as one update per window.
-pub(super) fn slow_start(limit: f64, last: Option<Instant>, sample: &Sample) -> f64 {
-    limit * SLOW_START.powf(rounds_since(last, sample))
+pub(super) fn slow_start(limit: f64, factor: f64, last: Option<Instant>, sample: &Sample) -> f64 {
+    limit * factor.powf(rounds_since(last, sample))
 }
 
 /// An episode never takes the limit below this share of where it began.

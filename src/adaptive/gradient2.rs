@@ -134,6 +134,7 @@ pub struct Gradient2 {
     min: usize,
     max: usize,
     smoothing: f64,
+    slow_start: f64,
     tolerance: f64,
     long_window: usize,
     queue_size: usize,
@@ -154,6 +155,7 @@ impl Default for Gradient2 {
             min: 1,
             max: 200,
             smoothing: 1.0,
+            slow_start: 1.125,
             tolerance: 1.15,
             long_window: 1000,
             queue_size: 1,
@@ -188,6 +190,25 @@ impl Gradient2 {
     /// The highest limit (default 200); if it is below `min`, it wins.
     pub fn max(mut self, max: usize) -> Self {
         self.max = max;
+        self
+    }
+
+    /// The factor the limit grows by per round trip while the round
+    /// trips show no queue (default 1.125: an eighth). Behind
+    /// [`Windowed`](super::Windowed), whose windows average the noise of
+    /// single round trips out, 1.5 finds a large limit in a few round trips
+    /// (what [`Limiter::adaptive_default`](crate::Limiter::adaptive_default)
+    /// uses).
+    ///
+    /// # Panics
+    ///
+    /// If `slow_start` is not above 1 or not finite.
+    pub fn slow_start(mut self, slow_start: f64) -> Self {
+        assert!(
+            slow_start > 1.0 && slow_start.is_finite(),
+            "Gradient2 slow_start must be above 1, got {slow_start}"
+        );
+        self.slow_start = slow_start;
         self
     }
 
@@ -324,7 +345,7 @@ impl LimitAlgorithm for Gradient2 {
             sample.now.saturating_duration_since(at).as_secs_f64() >= CALM_ROUNDS * baseline
         });
         let grown = if calm && slower <= baseline * (1.0 + 1.0 / 16.0) {
-            slow_start(limit, self.grew, sample).max(limit + queue)
+            slow_start(limit, self.slow_start, self.grew, sample).max(limit + queue)
         } else {
             limit + (target - limit).min(queue) * rounds_since(self.grew, sample)
         };

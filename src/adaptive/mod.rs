@@ -98,6 +98,16 @@ pub use self::gradient2::Gradient2;
 pub use self::vegas::Vegas;
 pub use self::windowed::{Aggregate, Windowed};
 
+/// The recommended algorithm, which
+/// [`Limiter::adaptive_default`](crate::Limiter::adaptive_default) runs:
+/// `Windowed<Gradient2>` with a slow start of 1.5 per round trip.
+pub(crate) fn recommended() -> Windowed<Gradient2> {
+    Windowed::new(Gradient2::new().slow_start(RECOMMENDED_SLOW_START))
+}
+
+/// The slow start of the recommended algorithm.
+const RECOMMENDED_SLOW_START: f64 = 1.5;
+
 /// Learns a concurrency limit from samples.
 ///
 /// The limiter calls [`update`](Self::update) once for every request that

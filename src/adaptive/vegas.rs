@@ -163,6 +163,7 @@ pub struct Vegas {
     min: usize,
     max: usize,
     smoothing: f64,
+    slow_start: f64,
     probe_multiplier: usize,
     /// The current estimate; `None` until the first update.
     limit: Option<f64>,
@@ -186,6 +187,7 @@ impl Default for Vegas {
             min: 1,
             max: 1000,
             smoothing: 1.0,
+            slow_start: 1.125,
             probe_multiplier: 1000,
             limit: None,
             rtts: RttFilter::default(),
@@ -220,6 +222,25 @@ impl Vegas {
     /// The highest limit (default 1000); if it is below `min`, it wins.
     pub fn max(mut self, max: usize) -> Self {
         self.max = max;
+        self
+    }
+
+    /// The factor the limit grows by per round trip while the round
+    /// trips show no queue (default 1.125: an eighth). Behind
+    /// [`Windowed`](super::Windowed), whose windows average the noise of
+    /// single round trips out, 1.5 finds a large limit in a few round trips
+    /// (what [`Limiter::adaptive_default`](crate::Limiter::adaptive_default)
+    /// uses).
+    ///
+    /// # Panics
+    ///
+    /// If `slow_start` is not above 1 or not finite.
+    pub fn slow_start(mut self, slow_start: f64) -> Self {
+        assert!(
+            slow_start > 1.0 && slow_start.is_finite(),
+            "Vegas slow_start must be above 1, got {slow_start}"
+        );
+        self.slow_start = slow_start;
         self
     }
 
@@ -356,7 +377,7 @@ impl LimitAlgorithm for Vegas {
             sample.now.saturating_duration_since(at).as_secs_f64() >= CALM_ROUNDS * noload
         });
         let grown = if calm && queued <= limit / 16.0 {
-            slow_start(limit, self.grew, sample)
+            slow_start(limit, self.slow_start, self.grew, sample)
         } else {
             limit + rounds_since(self.grew, sample)
         };

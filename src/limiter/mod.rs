@@ -110,10 +110,13 @@ impl Limiter {
         }
     }
 
-    /// An adaptive limit with the recommended algorithm and its defaults:
-    /// [`Windowed`](crate::adaptive::Windowed)`<`[`Gradient2`](crate::adaptive::Gradient2)`>`,
-    /// starting at 10. The choice to make when you do not want to choose;
-    /// see [`adaptive`](crate::adaptive) for the others.
+    /// An adaptive limit with the recommended algorithm:
+    /// [`Windowed`](crate::adaptive::Windowed)`<`[`Gradient2`](crate::adaptive::Gradient2)`>`
+    /// with a slow start of 1.5 per round trip
+    /// ([`Gradient2::slow_start`](crate::adaptive::Gradient2::slow_start))
+    /// and the other defaults, starting at 10. The choice to make when you
+    /// do not want to choose; see [`adaptive`](crate::adaptive) for the
+    /// others.
     ///
     /// ```
     /// use tower_concurrency::Limiter;
@@ -123,7 +126,7 @@ impl Limiter {
     /// assert_eq!(limiter.limit(), 10);
     /// ```
     pub fn adaptive_default() -> Self {
-        Self::adaptive(crate::adaptive::Windowed::<crate::adaptive::Gradient2>::default())
+        Self::adaptive(crate::adaptive::recommended())
     }
 
     /// Names this limiter in its `tracing` events and metrics (the
