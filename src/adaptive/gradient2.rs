@@ -27,9 +27,10 @@ const BACKOFF: f64 = 0.9;
 ///
 /// With `L` the current limit, `rtt` the smoothed round trip, `own` the
 /// sample's own and `baseline` the no-load round trip (both kept as in
-/// [`Vegas`](super::Vegas): time-weighted moving averages, the baseline the
-/// lowest slow average over one to two intervals of `long_window` round
-/// trips), and
+/// [`Vegas`](super::Vegas): time-weighted moving averages, the baseline
+/// measured on no-load answers, probed when they disagree with the rest,
+/// and otherwise the lowest slow average over one to two intervals of
+/// `long_window` round trips; see "Round trips" there), and
 ///
 /// ```text
 /// gradient(r) = clamp(tolerance * baseline / r, 0.25, 1.0)
@@ -46,10 +47,9 @@ const BACKOFF: f64 = 0.9;
 /// in_flight < floor(L):        hold        (the limit was not reached)
 /// g = gradient(max(rtt, own)), L * g + queue_size <= L:
 ///                              hold
-/// otherwise:                   new = L + step * min(1, dt / rtt)
-///     step = max(queue_size, L / 8) if max(rtt, own) <= baseline * 17/16
-///                                   and no decrease for 20 round trips
-///     step = min(L * g + queue_size - L, queue_size)   otherwise
+/// otherwise, if max(rtt, own) <= baseline * 17/16 and no decrease for
+/// 20 round trips:              new = max(L * slow_start ^ min(1, dt / rtt), L + queue_size)
+/// otherwise:                   new = L + min(L * g + queue_size - L, queue_size) * min(1, dt / rtt)
 ///
 /// L = clamp(L * (1 - smoothing) + new * smoothing, min, max)
 /// ```
@@ -76,6 +76,7 @@ const BACKOFF: f64 = 0.9;
 /// | tolerance | [`tolerance`](Self::tolerance) | 1.15 | How many times the baseline a round trip may take before the limit shrinks; at least 1. |
 /// | long_window | [`long_window`](Self::long_window) | 1000 | Round trips of one interval of the baseline's minimum (it spans one to two); at least 1. |
 /// | queue_size | [`queue_size`](Self::queue_size) | 1 | Added to `L * gradient`: the queue allowed, and the growth per round trip. |
+/// | slow_start | [`slow_start`](Self::slow_start) | 1.125 | Growth per round trip while nothing queues; above 1. |
 ///
 /// # Overload
 ///
@@ -112,10 +113,13 @@ const BACKOFF: f64 = 0.9;
 ///   count; smoothing defaults to 1** (Netflix: 0.2 of the way, every
 ///   sample). Per-sample steps move the limit once per request in flight
 ///   each round trip, so growth ran ahead of the queue it built, and the
-///   smoothing that tamed it made decreases slow. The step is
-///   `max(queue_size, L/8)` while the round trip is within a sixteenth of
-///   the baseline and nothing decreased for 20 round trips (a slow start),
-///   so large limits are found in tens of round trips, not hundreds.
+///   smoothing that tamed it made decreases slow. While the round trip is
+///   within a sixteenth of the baseline and nothing decreased for 20 round
+///   trips, the limit grows by `slow_start` per round trip (a slow start,
+///   compounded per sample), so large limits are found in tens of round
+///   trips, not hundreds (behind [`Windowed`](super::Windowed) with a slow
+///   start of 1.5, as [`Limiter::adaptive_default`](crate::Limiter::adaptive_default)
+///   runs it, in about ten).
 /// - **Overload** is a multiplicative decrease with a ceiling, shared with
 ///   the other algorithms (see "Overload" on [`Aimd`](super::Aimd)).
 ///   Netflix's `Gradient2Limit` ignores drops.

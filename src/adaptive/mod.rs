@@ -9,19 +9,20 @@
 //!
 //! | algorithm | signal | in short |
 //! | --- | --- | --- |
-//! | [`Aimd`] | loss | +1 per round trip while the limit is reached; ×0.9 per overload (or an rtt over its timeout), with a ceiling under the in-flight count that was refused |
+//! | [`Aimd`] | loss | +1 per round trip while the limit is reached; ×0.9 per overload (or an rtt over its budget: a timeout, or twice the no-load rtt), with a ceiling under the in-flight count that was refused |
 //! | [`Vegas`] | delay | estimates the queue from a no-load baseline rtt; grows while it is small, cuts to the served count plus a small band when it is long |
 //! | [`Gradient2`] | delay | compares the rtt with the no-load baseline; shrinks by that gradient, grows by a small queue allowance |
 //! | [`Windowed`] | any | feeds one of the above one averaged (or percentile) success per window; overloads pass through at once |
 //!
-//! Recommended: `Windowed<Gradient2>` (what
-//! [`Limiter::adaptive_default`](crate::Limiter::adaptive_default) builds) or
-//! `Windowed<Vegas>`, which meet every target of the simulation harness's
-//! original scenarios (see the crate README; issue 11's scenarios — large
-//! backends far above the initial limit, a small slow-only one below it, a
-//! stall, capacity coming back — are not met yet). The formulas start from
-//! Netflix's concurrency-limits; where
-//! they differ, each type's docs say how and why.
+//! Recommended: [`Limiter::adaptive_default`](crate::Limiter::adaptive_default),
+//! which runs `Windowed<Gradient2>` with a slow start of 1.5 per round trip
+//! ([`Gradient2::slow_start`]). It meets every target of the simulation
+//! harness's original scenarios and, of issue 11's, a backend of 32 workers
+//! far above the initial limit; larger backends (64, 128), a small slow-only
+//! one below the initial limit, a stall and capacity coming back are not met
+//! yet by it (see the crate README for the figures). The formulas start from
+//! Netflix's concurrency-limits; where they differ, each type's docs say how
+//! and why.
 //!
 //! Each algorithm's formula, parameters and defaults are on its type.
 //!

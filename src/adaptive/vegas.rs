@@ -51,9 +51,9 @@ pub(super) const CALM_ROUNDS: f64 = 20.0;
 /// in_flight < floor(L):          hold        (the limit was not reached)
 /// q = queue(L, max(rtt, own)) >= alpha(L):
 ///                                hold        (alpha <= queue: enough queued)
-/// otherwise:                     new = L + step * min(1, dt / rtt)
-///     step = alpha(L) if q <= L / 16 and no decrease for 20 round trips
-///     step = 1        otherwise
+/// otherwise, if q <= L / 16 and no decrease for 20 round trips:
+///                                new = L * slow_start ^ min(1, dt / rtt)
+/// otherwise:                     new = L + min(1, dt / rtt)
 ///
 /// L = (1 - smoothing) * L + smoothing * clamp(new, min, max)
 /// ```
@@ -89,8 +89,25 @@ pub(super) const CALM_ROUNDS: f64 = 20.0;
 ///   previous probe interval (see `probe_multiplier`). Both averages start
 ///   as plain means of their first samples, until the moving average
 ///   would weigh a new one more (so the first value is not one lucky
-///   sample's); until the slow one has run for eight round trips there is
-///   no `rtt_noload`, and the limit holds.
+///   sample's); the slow one counts once it has run for eight round trips.
+/// - **no-load round trips**: a success admitted with at most two in
+///   flight (itself included) cannot have queued behind the others, so its
+///   round trip is the no-load latency itself. Two of them within about a
+///   quarter of each other are `rtt_noload` at once, while the smoothed
+///   round trip agrees with them (is within an eighth above): no queue
+///   either way, and the limit may grow after one round trip instead of
+///   holding for eight. When they disagree (a start above a small
+///   backend: the other answers of the first round trip queued), two
+///   answers are a small sample against many, and the baseline is
+///   **probed**: the limit is held at 2 until six no-load answers came back
+///   (or four of their round trips passed); their mean, if its standard
+///   error is within 5% of it, is `rtt_noload` (with the slow average's, the
+///   lower), and if not the slow average alone decides. So a start far
+///   above the backend's capacity is corrected within a few round trips
+///   instead of being learnt as the no-load latency. One probe per
+///   interval; six precise no-load answers (light load) need none.
+///
+/// `rtt_noload` is the lowest of these; with none yet the limit holds.
 ///
 /// # Parameters
 ///
@@ -100,6 +117,7 @@ pub(super) const CALM_ROUNDS: f64 = 20.0;
 /// | min | [`min`](Self::min) | 1 | Lowest limit; at least 1. |
 /// | max | [`max`](Self::max) | 1000 | Highest limit; if below `min`, `max` wins. |
 /// | smoothing | [`smoothing`](Self::smoothing) | 1.0 | Weight of the new value, in `(0, 1]`; 1 applies it at once. |
+/// | slow_start | [`slow_start`](Self::slow_start) | 1.125 | Growth per round trip while nothing queues; above 1. |
 /// | probe_multiplier | [`probe_multiplier`](Self::probe_multiplier) | 1000 | A probe interval lasts `jitter * probe_multiplier` round trips of `rtt_noload`; 0 keeps the lowest ever. |
 /// | seed | [`seed`](Self::seed) | `0x9E37_79B9_7F4A_7C15` | Seed of the probe jitter generator (`jitter` in `[0.5, 1)`, drawn afresh for each interval). |
 ///
@@ -119,12 +137,15 @@ pub(super) const CALM_ROUNDS: f64 = 20.0;
 ///   of 3 to 6 queued requests is most of the work of 4 workers, so a small
 ///   backend was driven to twice its ideal limit, while for 16 workers the
 ///   band sat at the edge of what they need.
-/// - **Growth is a step per round trip**, not `6·log10 L` per sample, and
+/// - **Growth is per round trip**, not `6·log10 L` per sample, and
 ///   only when the limit was reached: a sample per request grows the limit
 ///   once per request in flight each round trip, and Netflix's Vegas ran
-///   well past its ideal limit before the queue it built was measured. The
-///   step is `alpha` while the queue is nearly empty and nothing decreased
-///   for 20 round trips (a slow start), else 1 (as TCP Vegas).
+///   well past its ideal limit before the queue it built was measured.
+///   While the queue is nearly empty and nothing decreased for 20 round
+///   trips it is a slow start, multiplying the limit by `slow_start` per
+///   round trip (compounded per sample, so that per-sample updates and one
+///   update per [`Windowed`](super::Windowed) window of about a round trip
+///   grow alike); else one per round trip (as TCP Vegas).
 /// - **Decreases are proportional** (to the estimated served count plus
 ///   the middle of the band, measured at the sample's own in-flight count)
 ///   rather than `-log10 L` per sample: when the backend loses three quarters of its
@@ -133,7 +154,8 @@ pub(super) const CALM_ROUNDS: f64 = 20.0;
 /// - **Overload** is a multiplicative decrease with a ceiling, shared with
 ///   the other algorithms (see "Overload" on [`Aimd`](super::Aimd));
 ///   Netflix takes `log10 L` per overload.
-/// - **The baseline is the lowest slow average**, not the lowest single
+/// - **The baseline is measured on no-load answers** (above), and
+///   otherwise the lowest slow average, not the lowest single
 ///   round trip: under heavy jitter the shortest single round trip is a
 ///   fraction of the typical one, and the queue it implies never empties
 ///   (Netflix's Vegas sat at half the ideal limit). The probe no longer
@@ -448,6 +470,32 @@ mod tests {
             assert_eq!(v.update(&c.ok(at, 100, 10)), 10);
         }
         assert_eq!(v.rtts.baseline(), None);
+    }
+
+    #[test]
+    fn a_start_above_a_small_backend_is_probed_and_cut() {
+        let c = Clock::new();
+        let mut v = Vegas::new();
+        // The first two requests found nothing ahead of them: 50 ms.
+        assert_eq!(v.update(&c.ok(50, 50, 1)), 10);
+        assert_eq!(v.update(&c.ok(55, 50, 2)), 10);
+        assert!(v.rtts.is_provisional());
+        // The rest of the first ten queued behind three workers: the
+        // round trips disagree with the first two, and a probe holds the
+        // limit at 2...
+        assert_eq!(v.update(&c.ok(100, 150, 10)), 2);
+        assert_eq!(v.update(&c.ok(110, 160, 10)), 2);
+        // ...until six no-load answers came back.
+        for (at, rtt, n) in [(150, 50, 1), (160, 52, 2), (200, 48, 1)] {
+            assert_eq!(v.update(&c.ok(at, rtt, n)), 2);
+        }
+        assert_eq!(v.update(&c.ok(210, 50, 2)), 10);
+        assert!((v.rtts.baseline().unwrap() - 0.05).abs() < EPS);
+        // Now the queue is measured against 50 ms: at 10 in flight, 160 ms
+        // means about 7 queued, and the limit falls near the 3 served plus
+        // the band.
+        let cut = v.update(&c.ok(300, 160, 10));
+        assert!((3..=6).contains(&cut), "{cut}");
     }
 
     #[test]
