@@ -114,7 +114,7 @@
 //! | A process crashes (SIGKILL) | Its lease expires on Redis; the next call of any process reaps it | Its permits come back within one TTL plus one renewal |
 //! | A process freezes past its lease (SIGSTOP, GC, laptop sleep), then resumes | On resume its lease task sees the lease expired (no new admission from it), finds the session gone (`LOST`), and reasserts what is in use; grants stop until the fleet is back under the limit | Over-admission at most what it held, while its requests drain |
 //! | Redis slow | Every call has a timeout (250 ms); the lease stays in use until it expires | No request waits past its policy's timeout because of Redis |
-//! | Redis unreachable, [`Mode::LocalShare`] (default) | Valid leases are used, then `max(1, limit / sessions last seen)` per process | Cut-off processes admit at most their share each: `limit × cut-off / sessions` |
+//! | Redis unreachable, [`Mode::LocalShare`] (default) | Valid leases are used, then `max(1, limit / sessions last seen)` per process | Cut-off processes admit at most their share each. Fleet-wide: `limit` if every process is cut off; if only some are, the others can lease the whole limit once the cut-off ones' leases expire on Redis, so up to `limit + limit × cut-off / sessions` until they reconnect, reassert and grants stop until the fleet is back under the limit |
 //! | Redis unreachable, [`Mode::FailOpen`] | Valid leases, then no limit | None |
 //! | Redis unreachable, [`Mode::FailClosed`] | Valid leases, then nothing is admitted (requests queue within their timeout, or are refused: 503 with the HTTP layer) | 0; a Redis outage becomes an outage |
 //! | Redis back | The next renewal restores leasing; a session Redis lost reasserts | Converges within one renewal |
