@@ -32,9 +32,10 @@
 //! metric and tracing event works on it unchanged. Its
 //! [`limit`](Limiter::limit) is the capacity this process leased from the
 //! fleet (it may be 0), and reading it, [`in_flight`](Limiter::in_flight)
-//! or [`waiting`](Limiter::waiting) stays local and instant. Move the
-//! fleet's limit with [`Fleet::set_limit`], never with the limiter's own
-//! `set_limit` (the lease task owns its capacity). A process that holds no
+//! or [`waiting`](Limiter::waiting) stays local and instant. Its capacity
+//! is the lease task's alone: [`Limiter::set_limit`] on it moves the
+//! fleet's limit for every process, as [`Fleet::set_limit`] does without
+//! waiting for the answer. A process that holds no
 //! idle permit asks Redis when a request has to wait: under a policy that
 //! queues, that request waits one round trip; under
 //! [`Policy::reject`](crate::Policy::reject) it is refused, and the ones
@@ -242,6 +243,18 @@ impl Fleet {
             sent,
         );
         let stats = Arc::clone(&session.stats);
+        // The limiter's own `set_limit` moves the fleet's limit: its
+        // capacity is the lease task's. A weak sender, so that dropping
+        // the `Fleet` still closes the session while limiters live on.
+        let owner = commands.downgrade();
+        let seen = Arc::clone(&stats);
+        limiter.lease_from(move |limit| {
+            if let Some(commands) = owner.upgrade() {
+                let (done, _) = oneshot::channel();
+                let _ = commands.send(Command::SetLimit(limit as u64, done));
+            }
+            seen.lock().unwrap_or_else(|e| e.into_inner()).limit
+        });
         let task = tokio::spawn(session.run());
         Ok(Self {
             limiter,
