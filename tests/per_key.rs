@@ -718,6 +718,14 @@ fn zero_per_key_limit_panics_naming_the_value() {
 }
 
 #[test]
+fn try_new_returns_what_new_would_panic_on() {
+    assert_eq!(KeyLimit::try_new(0).unwrap_err().value(), 0);
+    let huge = KeyLimit::try_new(usize::MAX).unwrap_err();
+    assert!(huge.to_string().contains(&usize::MAX.to_string()), "{huge}");
+    assert_eq!(KeyLimit::try_new(3).unwrap().per_key(), 3);
+}
+
+#[test]
 #[should_panic(expected = "invalid number of tracked keys 0")]
 fn zero_tracked_keys_panics_naming_the_value() {
     let _ = KeyLimit::new(1).max_keys(0);

@@ -32,9 +32,10 @@
 //! metric and tracing event works on it unchanged. Its
 //! [`limit`](Limiter::limit) is the capacity this process leased from the
 //! fleet (it may be 0), and reading it, [`in_flight`](Limiter::in_flight)
-//! or [`waiting`](Limiter::waiting) stays local and instant. Move the
-//! fleet's limit with [`Fleet::set_limit`], never with the limiter's own
-//! `set_limit` (the lease task owns its capacity). A process that holds no
+//! or [`waiting`](Limiter::waiting) stays local and instant. Its capacity
+//! is the lease task's alone: [`Limiter::set_limit`] on it moves the
+//! fleet's limit for every process, as [`Fleet::set_limit`] does without
+//! waiting for the answer. A process that holds no
 //! idle permit asks Redis when a request has to wait: under a policy that
 //! queues, that request waits one round trip; under
 //! [`Policy::reject`](crate::Policy::reject) it is refused, and the ones
@@ -114,7 +115,7 @@
 //! | A process crashes (SIGKILL) | Its lease expires on Redis; the next call of any process reaps it | Its permits come back within one TTL plus one renewal |
 //! | A process freezes past its lease (SIGSTOP, GC, laptop sleep), then resumes | On resume its lease task sees the lease expired (no new admission from it), finds the session gone (`LOST`), and reasserts what is in use; grants stop until the fleet is back under the limit | Over-admission at most what it held, while its requests drain |
 //! | Redis slow | Every call has a timeout (250 ms); the lease stays in use until it expires | No request waits past its policy's timeout because of Redis |
-//! | Redis unreachable, [`Mode::LocalShare`] (default) | Valid leases are used, then `max(1, limit / sessions last seen)` per process | Cut-off processes admit at most their share each: `limit × cut-off / sessions` |
+//! | Redis unreachable, [`Mode::LocalShare`] (default) | Valid leases are used, then `max(1, limit / sessions last seen)` per process | Cut-off processes admit at most their share each. Fleet-wide: `limit` if every process is cut off; if only some are, the others can lease the whole limit once the cut-off ones' leases expire on Redis, so up to `limit + limit × cut-off / sessions` until they reconnect, reassert and grants stop until the fleet is back under the limit |
 //! | Redis unreachable, [`Mode::FailOpen`] | Valid leases, then no limit | None |
 //! | Redis unreachable, [`Mode::FailClosed`] | Valid leases, then nothing is admitted (requests queue within their timeout, or are refused: 503 with the HTTP layer) | 0; a Redis outage becomes an outage |
 //! | Redis back | The next renewal restores leasing; a session Redis lost reasserts | Converges within one renewal |
@@ -242,6 +243,18 @@ impl Fleet {
             sent,
         );
         let stats = Arc::clone(&session.stats);
+        // The limiter's own `set_limit` moves the fleet's limit: its
+        // capacity is the lease task's. A weak sender, so that dropping
+        // the `Fleet` still closes the session while limiters live on.
+        let owner = commands.downgrade();
+        let seen = Arc::clone(&stats);
+        limiter.lease_from(move |limit| {
+            if let Some(commands) = owner.upgrade() {
+                let (done, _) = oneshot::channel();
+                let _ = commands.send(Command::SetLimit(limit as u64, done));
+            }
+            seen.lock().unwrap_or_else(|e| e.into_inner()).limit
+        });
         let task = tokio::spawn(session.run());
         Ok(Self {
             limiter,

@@ -515,3 +515,37 @@ async fn refused_requests_make_a_process_lease() {
     drop(permit);
     a.close().await.unwrap();
 }
+
+/// The limiter's own `set_limit` on a fleet's limiter used to raise this
+/// process's capacity past its lease (here to 10 while the fleet's limit
+/// of 4 was all in use elsewhere: six over). It moves the fleet's limit
+/// instead, for every process, as `Fleet::set_limit` does.
+#[tokio::test(start_paused = true)]
+async fn the_limiters_own_set_limit_moves_the_fleets_limit() {
+    let store = MemoryStore::new();
+    let a = join(&store, 4, Mode::LocalShare).await;
+    let b = join(&store, 4, Mode::LocalShare).await;
+    let held_a = Arc::default();
+    take(&a, 4, &held_a);
+    run_for(20).await;
+    assert_eq!(count(&held_a), 4);
+    let old = b.limiter().set_limit(10);
+    assert_eq!(old, 4, "the fleet's limit as last seen");
+    assert!(
+        b.limiter().try_acquire().is_none(),
+        "no permit beyond what the fleet granted"
+    );
+    run_for(20).await;
+    assert_eq!(b.stats().limit, 10);
+    assert_eq!(store.audit().limit, Some(10));
+    let held_b = Arc::default();
+    take(&b, 6, &held_b);
+    run_for(50).await;
+    assert_eq!(count(&held_b), 6, "the new limit, fleet-wide");
+    assert_eq!(store.audit().total, Some(10));
+    assert!(b.limiter().try_set_limit(0).is_err(), "still checked");
+    held_a.lock().unwrap().clear();
+    held_b.lock().unwrap().clear();
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}

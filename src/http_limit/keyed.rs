@@ -5,7 +5,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::{Reason, Rejected};
+use crate::{InvalidLimit, Reason, Rejected};
 
 /// The shard is picked from the top `SHARD_BITS` bits of a key's hash.
 const SHARD_BITS: u32 = 5;
@@ -67,17 +67,32 @@ impl KeyLimit {
     ///
     /// # Panics
     ///
-    /// If `per_key` is 0, naming the value.
+    /// If `per_key` is 0 or above [`InvalidLimit::MAX`], naming the value;
+    /// [`try_new`](Self::try_new) returns the error instead.
     #[track_caller]
     pub fn new(per_key: usize) -> Self {
-        assert!(
-            per_key > 0,
-            "invalid per-key limit {per_key}: a key must be allowed at least 1 request in flight"
-        );
-        Self {
-            per_key,
+        Self::try_new(per_key).unwrap_or_else(|_| {
+            panic!(
+                "invalid per-key limit {per_key}: a key must be allowed from 1 to {} requests in flight",
+                InvalidLimit::MAX
+            )
+        })
+    }
+
+    /// Like [`new`](Self::new), but an invalid `per_key` is returned as an
+    /// error.
+    ///
+    /// ```
+    /// use tower_concurrency::http_limit::KeyLimit;
+    ///
+    /// assert_eq!(KeyLimit::try_new(8).unwrap().per_key(), 8);
+    /// assert_eq!(KeyLimit::try_new(0).unwrap_err().value(), 0);
+    /// ```
+    pub fn try_new(per_key: usize) -> Result<Self, InvalidLimit> {
+        Ok(Self {
+            per_key: InvalidLimit::check(per_key)?,
             max_keys: Self::DEFAULT_MAX_KEYS,
-        }
+        })
     }
 
     /// Tracks at most `max_keys` keys with requests in flight at once; a

@@ -231,6 +231,11 @@ impl Limiter {
     /// learning, but its answers are not applied until
     /// [`unpin`](Self::unpin).
     ///
+    /// On a fleet's limiter (feature `redis`) this moves the fleet's limit
+    /// for every process, as `Fleet::set_limit` does but without waiting
+    /// for Redis, and returns the fleet's limit as this process last saw
+    /// it; the limiter's own capacity stays what the process leased.
+    ///
     /// # Panics
     ///
     /// If `new` is 0 or above [`InvalidLimit::MAX`], with a message naming
@@ -244,6 +249,9 @@ impl Limiter {
     /// as an error and the limit is left as it was.
     pub fn try_set_limit(&self, new: usize) -> Result<usize, InvalidLimit> {
         let new = InvalidLimit::check(new)?;
+        if let Some(owner) = self.shared.leased_from.get() {
+            return Ok(owner(new));
+        }
         Ok(self.shared.pin(Some(new), Cause::SetLimit))
     }
 
@@ -256,6 +264,15 @@ impl Limiter {
     pub(crate) fn set_capacity(&self, capacity: usize) -> usize {
         self.shared
             .set_limit(capacity.min(InvalidLimit::MAX), Cause::Capacity)
+    }
+
+    /// Hands [`set_limit`](Self::set_limit) to `owner` from now on: this
+    /// limiter's capacity is leased from elsewhere (the fleet), and its own
+    /// limit is the lease's to move. `owner` gets the new limit and returns
+    /// the old one. The first owner stays.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn lease_from(&self, owner: impl Fn(usize) -> usize + Send + Sync + 'static) {
+        let _ = self.shared.leased_from.set(Box::new(owner));
     }
 
     /// A signal notified (with `notify_one`, so a signal is never lost

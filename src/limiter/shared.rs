@@ -59,6 +59,9 @@ pub(super) struct Shared {
     /// Notified each time a caller starts waiting, once someone asked for
     /// it (see [`Limiter::queue_signal`](super::Limiter::queue_signal)).
     pub(super) queue_signal: OnceLock<Arc<Notify>>,
+    /// Where `set_limit` goes when the capacity is leased from elsewhere
+    /// (the fleet): given the new limit, it returns the old one.
+    pub(super) leased_from: OnceLock<Box<dyn Fn(usize) -> usize + Send + Sync>>,
 }
 
 impl Shared {
@@ -88,6 +91,7 @@ impl Shared {
             hold: Hold::default(),
             observer: Observer::default(),
             queue_signal: OnceLock::new(),
+            leased_from: OnceLock::new(),
         }
     }
 
