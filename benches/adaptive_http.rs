@@ -20,10 +20,24 @@
 //! (8 → 2 → 8, 32 → 8 → 32: the backend keeps three quarters of its
 //! workers busy with nothing for the middle third). Medians of 3 rounds.
 //!
+//! Then the settling cells (issue 11's third target): the recommended
+//! algorithm (`Windowed<Gradient2>` with a slow start of 1.5, as
+//! `Limiter::adaptive_default` builds, but started 4× above or 4× below) in
+//! a backend that only slows (no refusal; the offered load at 1.5× keeps
+//! every queue short of the deadline), and how long until its limit stays
+//! within ±25% of the Little's-law limit: the capacity times the unloaded
+//! round trip, measured first (20 requests one at a time, the median), so
+//! that the loopback's own latency counts. The limit is read every 5 ms;
+//! medians of 3.
+//!
 //! ```text
 //! cargo bench --bench adaptive_http
 //! ADAPTIVE_HTTP_QUICK=1 cargo bench --bench adaptive_http   # 1 round, shorter runs
+//! ADAPTIVE_HTTP_SETTLE=1 cargo bench --bench adaptive_http  # only the settling cells
 //! ```
+//!
+//! `ADAPTIVE_HTTP_TRACE=1` also prints each settling run's limit every
+//! 100 ms (`ms:limit`), to stderr.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -37,7 +51,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
-use tower_concurrency::adaptive::{Aimd, Vegas, Windowed};
+use tower_concurrency::adaptive::{Aimd, Gradient2, Vegas, Windowed};
 use tower_concurrency::{Limiter, Policy, PolicyLimit};
 
 /// The client's deadline.
@@ -281,6 +295,87 @@ async fn run(cell: Cell, contender: Contender, length: Duration, seed: u64) -> R
     }
 }
 
+/// The unloaded round trip through `client`: the median of 20 requests
+/// one at a time.
+async fn unloaded_rtt(client: &HttpClient, uri: &http::Uri) -> Duration {
+    let mut rtts = Vec::new();
+    for _ in 0..20 {
+        let sent = Instant::now();
+        fetch(client.clone(), uri.clone())
+            .await
+            .expect("an unloaded request answers");
+        rtts.push(sent.elapsed());
+    }
+    rtts.sort();
+    rtts[rtts.len() / 2]
+}
+
+/// One settling run: the recommended algorithm started at `factor` times
+/// the Little's-law limit, under open-loop Poisson load at 1.5× the
+/// capacity for `length`. Answers the Little's-law limit and the time after
+/// which the limit stayed within ±25% of it (`None` if it never did).
+async fn settle(cell: Cell, factor: f64, length: Duration, seed: u64) -> (f64, Option<Duration>) {
+    let (addr, _workers) = backend(cell).await;
+    let uri: http::Uri = format!("http://{addr}/").parse().unwrap();
+    let client: HttpClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(1024)
+        .build_http();
+    let ideal = cell.capacity() * unloaded_rtt(&client, &uri).await.as_secs_f64();
+    let initial = ((ideal * factor).round() as usize).max(1);
+    let limiter = Limiter::adaptive(Windowed::new(
+        Gradient2::new().slow_start(1.5).initial(initial),
+    ));
+    let inner = Svc::new(tower::service_fn(move |()| {
+        fetch(client.clone(), uri.clone())
+    }));
+    let svc = Svc::new(PolicyLimit::new(inner, limiter.clone(), Policy::reject()));
+
+    let start = Instant::now();
+    let trace = std::env::var_os("ADAPTIVE_HTTP_TRACE").is_some();
+    let watch = {
+        let limiter = limiter.clone();
+        tokio::spawn(async move {
+            let mut outside_last = Some(Duration::ZERO);
+            let mut inside_since: Option<Duration> = None;
+            while start.elapsed() < length {
+                let limit = limiter.limit() as f64;
+                let at = start.elapsed();
+                if trace && at.as_millis() % 100 < 5 {
+                    eprint!("{}:{} ", at.as_millis(), limit);
+                }
+                if (limit - ideal).abs() <= 0.25 * ideal {
+                    inside_since.get_or_insert(at);
+                } else {
+                    inside_since = None;
+                    outside_last = Some(at);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            inside_since.and(outside_last)
+        })
+    };
+    let rate = 1.5 * cell.capacity();
+    let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = start;
+    let mut tasks = Vec::new();
+    while next < start + length {
+        tokio::time::sleep_until(next).await;
+        let svc = svc.clone();
+        tasks.push(tokio::spawn(async move {
+            let _ = svc.oneshot(()).await;
+        }));
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let unit = (rng >> 11) as f64 / (1u64 << 53) as f64;
+        next += Duration::from_secs_f64(-(1.0 - unit).ln() / rate);
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    (ideal, watch.await.expect("the watch does not panic"))
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values[values.len() / 2]
@@ -288,11 +383,75 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 fn main() {
     let quick = std::env::var_os("ADAPTIVE_HTTP_QUICK").is_some();
+    let settle_only = std::env::var_os("ADAPTIVE_HTTP_SETTLE").is_some();
     let rounds = if quick { 1 } else { 3 };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
+    if !settle_only {
+        goodput_cells(&runtime, quick, rounds);
+    }
+    settle_cells(&runtime, quick, rounds);
+}
+
+/// The settling cells: from 4× above and 4× below the Little's-law limit.
+fn settle_cells(runtime: &tokio::runtime::Runtime, quick: bool, rounds: usize) {
+    let length = if quick {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_secs(4)
+    };
+    println!(
+        "\nsettling (recommended algorithm, started 4x above or below the Little's-law limit, \
+         a backend that only slows, Poisson load at 1.5x; {rounds} round(s), medians; run {length:?}): \
+         time until the limit stays within +-25% of capacity x unloaded rtt"
+    );
+    for (workers, service) in [(8, 5), (32, 20)] {
+        let cell = Cell {
+            workers,
+            service: Duration::from_millis(service),
+            step: false,
+        };
+        for factor in [4.0, 0.25] {
+            let mut ideals = Vec::new();
+            let mut times = Vec::new();
+            for round in 0..rounds {
+                let (ideal, time) =
+                    runtime.block_on(settle(cell, factor, length, round as u64 + 1));
+                ideals.push(ideal);
+                times.push(time.map_or(f64::INFINITY, |t| t.as_secs_f64() * 1e3));
+            }
+            let time = median(times.clone());
+            let each: Vec<String> = times
+                .iter()
+                .map(|t| {
+                    if t.is_finite() {
+                        format!("{t:.0}")
+                    } else {
+                        "never".to_owned()
+                    }
+                })
+                .collect();
+            println!(
+                "  {} × {} ms from {}x: Little's-law limit {:.1}, settled in {} ms (rounds: {})",
+                workers,
+                service,
+                factor,
+                median(ideals),
+                if time.is_finite() {
+                    format!("{time:.0}")
+                } else {
+                    "never".to_owned()
+                },
+                each.join(", ")
+            );
+        }
+    }
+}
+
+/// The goodput cells: steady and capacity step, against the peers.
+fn goodput_cells(runtime: &tokio::runtime::Runtime, quick: bool, rounds: usize) {
     let cells = [
         Cell {
             workers: 8,

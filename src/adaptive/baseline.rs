@@ -241,14 +241,24 @@ impl RttFilter {
                         }
                         false
                     }
-                    (None, _) => {
-                        let (Some(mean), Some(short)) =
-                            (self.quiet.precise_mean(2, PAIR_PRECISION), self.short.value)
-                        else {
+                    (None, slow) => {
+                        let Some(short) = self.short.value else {
                             return false;
                         };
-                        self.pair = Some(mean);
-                        short <= mean * (1.0 + AGREE)
+                        match (self.quiet.precise_mean(2, PAIR_PRECISION), slow) {
+                            (Some(mean), _) => {
+                                self.pair = Some(mean);
+                                short <= mean * (1.0 + AGREE)
+                            }
+                            // No pair that agrees with itself, and the slow
+                            // average has a baseline: if the no-load answers
+                            // there are say the round trips queue, probe.
+                            (None, Some(slow)) if self.quiet.count > 0 => {
+                                let mean = self.quiet.sum / f64::from(self.quiet.count);
+                                slow <= mean * (1.0 + AGREE)
+                            }
+                            (None, _) => return false,
+                        }
                     }
                 };
                 if agrees {
@@ -468,6 +478,35 @@ mod tests {
         assert_eq!(f.probe, Probe::Done);
         assert_eq!(f.quiet_trusted, None);
         assert_eq!(f.baseline(), None);
+    }
+
+    #[test]
+    fn no_load_answers_that_disagree_with_each_other_and_the_slow_average_start_a_probe() {
+        let c = Clock::new();
+        let mut f = RttFilter::default();
+        // Two no-load answers, 50 and 80 ms (the second paid for a new
+        // connection, say): no pair.
+        assert!(!feed(&mut f, &c, 50, 50, true));
+        assert!(!feed(&mut f, &c, 80, 80, true));
+        assert_eq!(f.pair, None);
+        // Then queued answers of 200 ms: no probe until the slow average
+        // has a baseline, far above the no-load answers' mean (65 ms); the
+        // sample that gives it one starts a probe.
+        let mut at = 90;
+        while !feed(&mut f, &c, at, 200, false) {
+            assert!(f.mins.is_none(), "{at}");
+            at += 10;
+        }
+        assert!(f.mins.is_some());
+        assert_eq!(f.probe, Probe::Holding(c.0 + Duration::from_millis(at)));
+        // Had the slow average agreed (within an eighth), no probe.
+        let mut f = RttFilter::default();
+        assert!(!feed(&mut f, &c, 50, 50, true));
+        assert!(!feed(&mut f, &c, 80, 80, true));
+        for at in (90..3000).step_by(10) {
+            assert!(!feed(&mut f, &c, at, 70, false));
+        }
+        assert_eq!(f.probe, Probe::Idle);
     }
 
     #[test]
