@@ -288,3 +288,63 @@ async fn redis_restarted_without_its_data_keeps_the_peak_under_the_limit() {
     }
     assert_eq!(audit(&redis, "restart"), (None, 0, 0));
 }
+
+/// One fleet per upstream account, all on one shared connection (the
+/// module docs' per-account pattern): each account's limit holds across
+/// two "processes" (two sessions each), independently of the others, and
+/// closing them leaves no key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_fleet_per_account_on_one_shared_connection() {
+    let Some(redis) = redis_or_skip("one_fleet_per_account_on_one_shared_connection") else {
+        return;
+    };
+    let conn = redis::aio::ConnectionManager::new(redis.client())
+        .await
+        .unwrap();
+    let join = |account: &str, limit: usize| {
+        Fleet::builder(format!("upstream:{account}"), limit)
+            .ttl(Duration::from_millis(600))
+            .connection(conn.clone())
+    };
+    let (acme_1, acme_2) = (
+        join("acme", 3).await.unwrap(),
+        join("acme", 3).await.unwrap(),
+    );
+    let (globex_1, globex_2) = (
+        join("globex", 2).await.unwrap(),
+        join("globex", 2).await.unwrap(),
+    );
+    let take = |fleet: &Fleet, wait: Duration| {
+        let limiter = fleet.limiter();
+        async move {
+            let policy = Policy::fifo(16).timeout(wait);
+            let mut permits = Vec::new();
+            while let Ok(permit) = limiter.acquire(&policy).await {
+                permits.push(permit);
+            }
+            permits
+        }
+    };
+    let a1 = take(&acme_1, Duration::from_secs(2)).await;
+    let a2 = take(&acme_2, Duration::from_millis(300)).await;
+    let g1 = take(&globex_1, Duration::from_secs(2)).await;
+    let g2 = take(&globex_2, Duration::from_millis(300)).await;
+    assert_eq!((a1.len(), a2.len()), (3, 0), "acme's limit, fleet-wide");
+    assert_eq!((g1.len(), g2.len()), (2, 0), "globex's own limit");
+    // acme's permits move to its other process; globex's stay put.
+    drop(a1);
+    let a2 = take(&acme_2, Duration::from_secs(2)).await;
+    assert_eq!(a2.len(), 3);
+    assert_eq!(take(&globex_2, Duration::from_millis(300)).await.len(), 0);
+    drop((a2, g1));
+    for fleet in [acme_1, acme_2, globex_1, globex_2] {
+        fleet.close().await.unwrap();
+    }
+    for account in ["acme", "globex"] {
+        assert_eq!(
+            audit(&redis, &format!("upstream:{account}")),
+            (None, 0, 0),
+            "no key left for {account}"
+        );
+    }
+}

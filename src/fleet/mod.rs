@@ -25,6 +25,37 @@
 //! `examples/fleet.rs` runs three worker processes on one limit of 6
 //! against a private `redis-server`.
 //!
+//! # One limit per upstream account
+//!
+//! Workers that share an upstream's per-account limit keep one fleet per
+//! account: the name is the account, and every process that calls with
+//! that account shares its limit. The fleets of one process can share one
+//! connection (they then hear no wake-up hints and rely on their timed
+//! retries, see *Fairness* below); each costs one lease task and one
+//! renewal per third of the TTL.
+//!
+//! ```no_run
+//! use std::collections::HashMap;
+//! use redis::aio::ConnectionManager;
+//! use tower_concurrency::fleet::Fleet;
+//! use tower_concurrency::ConcurrencyLimitLayer;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let conn = ConnectionManager::new(redis::Client::open("redis://127.0.0.1:6379")?).await?;
+//! let mut accounts = HashMap::new();
+//! for (account, limit) in [("acme", 10), ("globex", 4)] {
+//!     let fleet = Fleet::builder(format!("upstream:{account}"), limit)
+//!         .connection(conn.clone())
+//!         .await?;
+//!     accounts.insert(account, fleet);
+//! }
+//! // A client for acme's calls, under acme's fleet-wide limit of 10.
+//! let acme = ConcurrencyLimitLayer::from_limiter(accounts["acme"].limiter());
+//! # let _ = acme;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Design
 //!
 //! **An ordinary limiter.** Each process keeps its own [`Limiter`]; every
