@@ -273,12 +273,7 @@ async fn run(cell: Cell, contender: Contender, length: Duration, seed: u64) -> R
                 latencies.lock().unwrap().push(sent.elapsed());
             }
         }));
-        // xorshift64 for exponential gaps.
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let unit = (rng >> 11) as f64 / (1u64 << 53) as f64;
-        next += Duration::from_secs_f64(-(1.0 - unit).ln() / rate);
+        next += exponential_gap(&mut rng, rate);
     }
     for task in tasks {
         let _ = task.await;
@@ -364,16 +359,22 @@ async fn settle(cell: Cell, factor: f64, length: Duration, seed: u64) -> (f64, O
         tasks.push(tokio::spawn(async move {
             let _ = svc.oneshot(()).await;
         }));
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let unit = (rng >> 11) as f64 / (1u64 << 53) as f64;
-        next += Duration::from_secs_f64(-(1.0 - unit).ln() / rate);
+        next += exponential_gap(&mut rng, rate);
     }
     for task in tasks {
         let _ = task.await;
     }
     (ideal, watch.await.expect("the watch does not panic"))
+}
+
+/// The gap to the next arrival of a Poisson process of `rate` per second
+/// (xorshift64 for the uniform draw).
+fn exponential_gap(rng: &mut u64, rate: f64) -> Duration {
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    let unit = (*rng >> 11) as f64 / (1u64 << 53) as f64;
+    Duration::from_secs_f64(-(1.0 - unit).ln() / rate)
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

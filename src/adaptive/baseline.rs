@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::Sample;
+
 /// The smoothed round trip spans this many round trips.
 const SHORT_ROUNDS: f64 = 2.0;
 /// The slow average (the baseline's source) spans this many, and runs this
@@ -99,6 +101,11 @@ enum Probe {
 /// backend of two workers or more: their round trips are the no-load
 /// latency itself.
 pub(super) const QUIET: usize = 2;
+
+/// The limit a probe holds: [`QUIET`] within an algorithm's `(min, max)`.
+pub(super) fn probe_level((lo, hi): (f64, f64)) -> usize {
+    (QUIET as f64).clamp(lo, hi) as usize
+}
 /// Two no-load round trips that agree with the smoothed round trip count
 /// when their standard error is within this share of their mean (they are
 /// within about a quarter of each other).
@@ -196,6 +203,27 @@ impl RttFilter {
         if let Some(mean) = self.quiet.precise_mean(PROBE_SAMPLES, QUIET_PRECISION) {
             self.quiet_trusted = Some(mean);
         }
+    }
+
+    /// What a no-load answer does to an algorithm whose limit is `limit`
+    /// within `bounds`: it counts towards the baseline, and the limit is
+    /// held at [`probe_level`] while a probe runs, kept as it is otherwise.
+    /// `None` for a sample that is not a no-load answer.
+    pub(super) fn answer_no_load(
+        &mut self,
+        sample: &Sample,
+        limit: usize,
+        bounds: (f64, f64),
+    ) -> Option<usize> {
+        if sample.overload || sample.in_flight > QUIET {
+            return None;
+        }
+        self.no_load(sample.rtt);
+        Some(if self.probe(sample.now) {
+            probe_level(bounds)
+        } else {
+            limit
+        })
     }
 
     /// Whether a probe holds the limit at [`QUIET`] now; call after every

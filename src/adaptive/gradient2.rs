@@ -7,7 +7,7 @@
 use tokio::time::Instant;
 
 use super::aimd::{reached, rounds_since, slow_start, Overloads};
-use super::baseline::{RttFilter, QUIET};
+use super::baseline::{probe_level, RttFilter, QUIET};
 use super::vegas::CALM_ROUNDS;
 use super::{LimitAlgorithm, Sample};
 
@@ -266,11 +266,6 @@ impl Gradient2 {
     }
 
     /// The limit a probe of the no-load round trip holds.
-    fn probe_level(&self) -> usize {
-        let (lo, hi) = self.bounds();
-        (QUIET as f64).clamp(lo, hi) as usize
-    }
-
     fn bounds(&self) -> (f64, f64) {
         let hi = self.max.max(1);
         (self.min.clamp(1, hi) as f64, hi as f64)
@@ -306,7 +301,7 @@ impl LimitAlgorithm for Gradient2 {
         self.rtts
             .add(sample.rtt, sample.now, self.long_window as f64);
         if self.rtts.probe(sample.now) {
-            return self.probe_level();
+            return probe_level(self.bounds());
         }
         let (Some(rtt), Some(baseline)) = (self.rtts.short(), self.rtts.baseline()) else {
             return self.apply(limit, limit);
@@ -361,15 +356,9 @@ impl LimitAlgorithm for Gradient2 {
     }
 
     fn no_load(&mut self, sample: &Sample) -> Option<usize> {
-        if sample.overload || sample.in_flight > QUIET {
-            return None;
-        }
-        self.rtts.no_load(sample.rtt);
-        if self.rtts.probe(sample.now) {
-            return Some(self.probe_level());
-        }
         let limit = self.limit.unwrap_or_else(|| self.initial_limit() as f64);
-        Some(limit as usize)
+        let bounds = self.bounds();
+        self.rtts.answer_no_load(sample, limit as usize, bounds)
     }
 }
 

@@ -8,7 +8,7 @@
 use tokio::time::Instant;
 
 use super::aimd::{reached, rounds_since, slow_start, Overloads};
-use super::baseline::{RttFilter, QUIET};
+use super::baseline::{probe_level, RttFilter, QUIET};
 use super::rng::XorShift;
 use super::{LimitAlgorithm, Sample};
 
@@ -298,11 +298,6 @@ impl Vegas {
     }
 
     /// The limit a probe of the no-load round trip holds.
-    fn probe_level(&self) -> usize {
-        let (lo, hi) = self.bounds();
-        (QUIET as f64).clamp(lo, hi) as usize
-    }
-
     fn bounds(&self) -> (f64, f64) {
         let hi = self.max.max(1);
         (self.min.clamp(1, hi) as f64, hi as f64)
@@ -357,7 +352,7 @@ impl LimitAlgorithm for Vegas {
             self.probe_jitter = self.rng.jitter();
         }
         if self.rtts.probe(sample.now) {
-            return self.probe_level();
+            return probe_level(self.bounds());
         }
         let (Some(rtt), Some(noload)) = (self.rtts.short(), self.rtts.baseline()) else {
             return self.apply(limit, limit);
@@ -411,15 +406,9 @@ impl LimitAlgorithm for Vegas {
     }
 
     fn no_load(&mut self, sample: &Sample) -> Option<usize> {
-        if sample.overload || sample.in_flight > QUIET {
-            return None;
-        }
-        self.rtts.no_load(sample.rtt);
-        if self.rtts.probe(sample.now) {
-            return Some(self.probe_level());
-        }
         let limit = self.limit.unwrap_or_else(|| self.initial_limit() as f64);
-        Some(limit as usize)
+        let bounds = self.bounds();
+        self.rtts.answer_no_load(sample, limit as usize, bounds)
     }
 }
 
