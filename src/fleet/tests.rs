@@ -49,6 +49,14 @@ fn empty() -> Audit {
     Audit::default()
 }
 
+/// Closes every fleet; the last one out leaves no key.
+async fn close_all(store: &MemoryStore, fleets: impl IntoIterator<Item = Fleet>) {
+    for fleet in fleets {
+        fleet.close().await.unwrap();
+    }
+    assert_eq!(store.audit(), empty());
+}
+
 #[tokio::test(start_paused = true)]
 async fn leases_in_blocks_and_leaves_nothing_behind() {
     let store = MemoryStore::new();
@@ -112,9 +120,7 @@ async fn processes_share_one_limit_and_idle_permits_move_to_a_waiter() {
     assert_eq!(audit.total, Some(audit.sum_held));
     held_a.lock().unwrap().clear();
     held_b.lock().unwrap().clear();
-    a.close().await.unwrap();
-    b.close().await.unwrap();
-    assert_eq!(store.audit(), empty());
+    close_all(&store, [a, b]).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -136,8 +142,7 @@ async fn a_crashed_process_permits_come_back_within_one_ttl() {
         assert!(crashed.elapsed() <= TTL + TTL / 3, "not back within a TTL");
     }
     drop(held_b);
-    b.close().await.unwrap();
-    assert_eq!(store.audit(), empty());
+    close_all(&store, [b]).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -153,8 +158,7 @@ async fn a_crashed_fleet_leaves_keys_that_expire() {
     // The next caller reaps what expired.
     let b = join(&store, 4, Mode::LocalShare).await;
     assert_eq!(store.audit().total, Some(0));
-    b.close().await.unwrap();
-    assert_eq!(store.audit(), empty());
+    close_all(&store, [b]).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -186,9 +190,7 @@ async fn unreachable_store_local_share_then_back() {
     let audit = store.audit();
     assert_eq!(audit.total, Some(audit.sum_held));
     assert!(audit.total.unwrap() <= 8);
-    a.close().await.unwrap();
-    b.close().await.unwrap();
-    assert_eq!(store.audit(), empty());
+    close_all(&store, [a, b]).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -234,9 +236,7 @@ async fn data_loss_learns_before_granting_again() {
     run_for(100).await;
     assert_eq!(count(&held_b), 4);
     drop(held_b);
-    a.close().await.unwrap();
-    b.close().await.unwrap();
-    assert_eq!(store.audit(), empty());
+    close_all(&store, [a, b]).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -296,8 +296,7 @@ async fn a_frozen_process_stops_admitting_and_reasserts() {
     assert_eq!(audit.total, Some(2), "reasserted what is in use");
     assert_eq!(a.stats().status, Status::Leasing);
     drop(held);
-    a.close().await.unwrap();
-    assert_eq!(store.audit(), empty());
+    close_all(&store, [a]).await;
 }
 
 /// One step of the model.
