@@ -237,7 +237,8 @@ impl Aimd {
             .add(sample.rtt, sample.now, f64::from(BASELINE_ROUNDS));
         // The probe's hold is not taken: a loss-based limit has no use for
         // it beyond the baseline, which it still decides.
-        let _ = self.rtts.probe(sample.now);
+        let limit = self.limit.unwrap_or_else(|| self.initial_limit() as f64);
+        let _ = self.rtts.probe(sample, limit as usize);
         let Some(baseline) = self.rtts.baseline() else {
             return false;
         };

@@ -90,8 +90,11 @@ enum Probe {
     /// Not run.
     #[default]
     Idle,
-    /// Holding the limit at [`QUIET`] since then.
-    Holding(Instant),
+    /// Holding the limit at [`QUIET`] since `began`; its round trips count
+    /// from `since`: `began`, or the latest answer since of a request
+    /// admitted before it above the limit held (the queue it found is
+    /// still draining).
+    Holding { began: Instant, since: Instant },
     /// Run.
     Done,
 }
@@ -115,8 +118,8 @@ const PAIR_PRECISION: f64 = 0.1;
 const QUIET_PRECISION: f64 = 0.05;
 /// A probe takes this many no-load round trips.
 const PROBE_SAMPLES: u32 = 6;
-/// A probe ends after this many no-load round trips, however few answers
-/// came.
+/// A probe ends after this many no-load round trips with no answer of a
+/// request admitted above the limit it holds, however few answers came.
 const PROBE_ROUNDS: f64 = 4.0;
 /// Two no-load answers agree with the smoothed round trip when it is
 /// within this share above their mean.
@@ -219,15 +222,17 @@ impl RttFilter {
             return None;
         }
         self.no_load(sample.rtt);
-        Some(if self.probe(sample.now) {
-            probe_level(bounds)
+        let held = probe_level(bounds);
+        Some(if self.probe(sample, held) {
+            held
         } else {
             limit
         })
     }
 
     /// Whether a probe holds the limit at [`QUIET`] now; call after every
-    /// sample added.
+    /// sample added, with the limit the caller holds while a probe runs
+    /// ([`probe_level`], or its own limit if it holds none).
     ///
     /// The mean of the no-load round trips of an interval is trusted once
     /// [`PROBE_SAMPLES`] of them are within [`QUIET_PRECISION`]. Before
@@ -237,13 +242,20 @@ impl RttFilter {
     /// average has one; if that agrees too, it takes over. When they
     /// disagree, two answers are a small sample against many: a probe
     /// holds the limit at [`QUIET`] until [`PROBE_SAMPLES`] no-load answers
-    /// came back (or [`PROBE_ROUNDS`] of their round trips passed); their
+    /// came back (or [`PROBE_ROUNDS`] of their round trips passed since the
+    /// last answer of a request admitted before it); their
     /// mean is trusted if it is precise, and if not the slow average alone
     /// decides in this interval. One probe per interval.
-    pub(super) fn probe(&mut self, now: Instant) -> bool {
+    ///
+    /// The requests in flight when a probe begins come back first, later
+    /// the larger the queue they found: the round trips are counted from
+    /// the last of them, so however long the queue, the probe still gets
+    /// its no-load answers.
+    pub(super) fn probe(&mut self, sample: &Sample, held: usize) -> bool {
+        let now = sample.now;
         if self.quiet_trusted.is_some() {
             self.pair = None;
-            if let Probe::Holding(_) = self.probe {
+            if let Probe::Holding { .. } = self.probe {
                 self.probe = Probe::Done;
             }
             return false;
@@ -293,10 +305,18 @@ impl RttFilter {
                     return false;
                 }
                 self.pair = None;
-                self.probe = Probe::Holding(now);
+                self.probe = Probe::Holding {
+                    began: now,
+                    since: now,
+                };
                 true
             }
-            Probe::Holding(since) => {
+            Probe::Holding { began, since } => {
+                let admitted = now.checked_sub(sample.rtt).unwrap_or(now);
+                if sample.in_flight > held && admitted < began {
+                    self.probe = Probe::Holding { began, since: now };
+                    return true;
+                }
                 let mean = self.quiet.sum / f64::from(self.quiet.count.max(1));
                 let elapsed = now.saturating_duration_since(since).as_secs_f64();
                 if elapsed >= PROBE_ROUNDS * mean {
@@ -427,12 +447,31 @@ mod tests {
     /// Adds a success of `rtt` ms at `at` ms, a no-load one if `quiet`,
     /// and answers whether a probe holds the limit after it.
     fn feed(f: &mut RttFilter, c: &Clock, at: u64, rtt: u64, quiet: bool) -> bool {
-        let (rtt, now) = (Duration::from_millis(rtt), c.0 + Duration::from_millis(at));
-        if quiet {
-            f.no_load(rtt);
+        let in_flight = if quiet { QUIET } else { 10 };
+        feed_under(f, c, at, rtt, in_flight, QUIET)
+    }
+
+    /// As [`feed`], admitted with `in_flight`, to a caller that holds
+    /// `held` while a probe runs.
+    fn feed_under(
+        f: &mut RttFilter,
+        c: &Clock,
+        at: u64,
+        rtt: u64,
+        in_flight: usize,
+        held: usize,
+    ) -> bool {
+        let sample = Sample {
+            rtt: Duration::from_millis(rtt),
+            in_flight,
+            overload: false,
+            now: c.0 + Duration::from_millis(at),
+        };
+        if in_flight <= QUIET {
+            f.no_load(sample.rtt);
         }
-        f.add(rtt, now, f64::INFINITY);
-        f.probe(now)
+        f.add(sample.rtt, sample.now, f64::INFINITY);
+        f.probe(&sample, held)
     }
 
     #[test]
@@ -470,7 +509,7 @@ mod tests {
         assert!(!feed(&mut f, &c, 50, 50, true));
         assert!(!feed(&mut f, &c, 50, 150, false));
         assert!(feed(&mut f, &c, 52, 50, true));
-        assert_eq!(f.probe, Probe::Holding(c.0 + 52 * MS));
+        assert!(matches!(f.probe, Probe::Holding { since, .. } if since == c.0 + 52 * MS));
         assert_eq!(f.baseline(), None);
         // It holds until six no-load answers in all came back...
         for (i, at) in [120, 160, 200].into_iter().enumerate() {
@@ -494,15 +533,26 @@ mod tests {
         assert!(!feed(&mut f, &c, 50, 50, true));
         assert!(!feed(&mut f, &c, 50, 200, false));
         assert!(feed(&mut f, &c, 51, 52, true));
-        assert_eq!(f.probe, Probe::Holding(c.0 + 51 * MS));
-        let start = 51;
+        let began = c.0 + 51 * MS;
+        assert_eq!(
+            f.probe,
+            Probe::Holding {
+                began,
+                since: began
+            }
+        );
+        // What was admitted before it still comes back, the last at
+        // 120 ms: the probe counts its round trips from there.
+        assert!(feed(&mut f, &c, 120, 200, false));
+        let since = c.0 + 120 * MS;
+        assert_eq!(f.probe, Probe::Holding { began, since });
         // No-load answers of 20 and 100 ms: with the first two, a mean of
-        // (50 + 52 + 20 + 100) / 4 = 55.5 ms, far from precise.
-        assert!(feed(&mut f, &c, start + 100, 20, true));
-        assert!(feed(&mut f, &c, start + 150, 100, true));
-        // Four round trips of their mean (222 ms) after the start: over.
-        assert!(feed(&mut f, &c, start + 221, 200, false));
-        assert!(!feed(&mut f, &c, start + 223, 200, false));
+        // (50 + 52 + 20 + 100) / 4 = 55.5 ms, far from precise; one more of
+        // 56 ms makes it 55.6, and four of those end at 342.4 ms.
+        assert!(feed(&mut f, &c, 220, 20, true));
+        assert!(feed(&mut f, &c, 270, 100, true));
+        assert!(feed(&mut f, &c, 342, 56, true));
+        assert!(!feed(&mut f, &c, 343, 56, true));
         assert_eq!(f.probe, Probe::Done);
         assert_eq!(f.quiet_trusted, None);
         assert_eq!(f.baseline(), None);
@@ -526,7 +576,9 @@ mod tests {
             at += 10;
         }
         assert!(f.mins.is_some());
-        assert_eq!(f.probe, Probe::Holding(c.0 + Duration::from_millis(at)));
+        assert!(
+            matches!(f.probe, Probe::Holding { since, .. } if since == c.0 + Duration::from_millis(at))
+        );
         // Had the slow average agreed (within an eighth), no probe.
         let mut f = RttFilter::default();
         assert!(!feed(&mut f, &c, 50, 50, true));
@@ -535,6 +587,51 @@ mod tests {
             assert!(!feed(&mut f, &c, at, 70, false));
         }
         assert_eq!(f.probe, Probe::Idle);
+    }
+
+    #[test]
+    fn a_probe_waits_for_the_queue_it_found_to_drain() {
+        let c = Clock::new();
+        let mut f = RttFilter::default();
+        // Started far above a small backend: two no-load answers of 5 ms,
+        // then everything queues, and the queue keeps growing.
+        assert!(!feed(&mut f, &c, 5, 5, true));
+        assert!(!feed(&mut f, &c, 6, 5, true));
+        let mut at = 7;
+        while !feed(&mut f, &c, at, 26, false) {
+            at += 1;
+        }
+        // The probe holds; what was admitted before it still comes back,
+        // queued, for 80 ms: far longer than four no-load round trips
+        // (20 ms), and it holds all along.
+        let start = at;
+        for at in start + 1..start + 80 {
+            assert!(feed(&mut f, &c, at, 26 + (at - start), false), "{at}");
+        }
+        // Then the no-load answers come; with the first two, six of them
+        // end the probe, and their mean is trusted.
+        for at in start + 85..start + 88 {
+            assert!(feed(&mut f, &c, at, 5, true), "{at}");
+        }
+        assert!(!feed(&mut f, &c, start + 88, 5, true));
+        assert_eq!(f.probe, Probe::Done);
+        assert!((f.baseline().unwrap() - 0.005).abs() < EPS);
+    }
+
+    #[test]
+    fn answers_admitted_within_the_limit_held_do_not_restart_the_count() {
+        let c = Clock::new();
+        let mut f = RttFilter::default();
+        // A caller that holds 10 while probing (a `min` of 10): answers
+        // admitted with 10 in flight are the probe's own, and four round
+        // trips of the no-load mean (50 ms) after it began, it is over.
+        assert!(!feed_under(&mut f, &c, 50, 50, QUIET, 10));
+        assert!(!feed_under(&mut f, &c, 50, 200, 10, 10));
+        assert!(feed_under(&mut f, &c, 51, 50, QUIET, 10));
+        assert!(feed_under(&mut f, &c, 150, 150, 10, 10));
+        assert!(feed_under(&mut f, &c, 250, 150, 10, 10));
+        assert!(!feed_under(&mut f, &c, 252, 150, 10, 10));
+        assert_eq!(f.probe, Probe::Done);
     }
 
     #[test]

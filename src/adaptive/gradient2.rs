@@ -300,8 +300,9 @@ impl LimitAlgorithm for Gradient2 {
         }
         self.rtts
             .add(sample.rtt, sample.now, self.long_window as f64);
-        if self.rtts.probe(sample.now) {
-            return probe_level(self.bounds());
+        let held = probe_level(self.bounds());
+        if self.rtts.probe(sample, held) {
+            return held;
         }
         let (Some(rtt), Some(baseline)) = (self.rtts.short(), self.rtts.baseline()) else {
             return self.apply(limit, limit);

@@ -100,7 +100,9 @@ pub(super) const CALM_ROUNDS: f64 = 20.0;
 ///   backend: the other answers of the first round trip queued), two
 ///   answers are a small sample against many, and the baseline is
 ///   **probed**: the limit is held at 2 until six no-load answers came back
-///   (or four of their round trips passed); their mean, if its standard
+///   (or four of their round trips passed since the last answer of a
+///   request admitted before the probe, so that a long queue drains
+///   first); their mean, if its standard
 ///   error is within 5% of it, is `rtt_noload` (with the slow average's, the
 ///   lower), and if not the slow average alone decides. So a start far
 ///   above the backend's capacity is corrected within a few round trips
@@ -351,8 +353,9 @@ impl LimitAlgorithm for Vegas {
         if self.rtts.add(sample.rtt, sample.now, self.interval()) {
             self.probe_jitter = self.rng.jitter();
         }
-        if self.rtts.probe(sample.now) {
-            return probe_level(self.bounds());
+        let held = probe_level(self.bounds());
+        if self.rtts.probe(sample, held) {
+            return held;
         }
         let (Some(rtt), Some(noload)) = (self.rtts.short(), self.rtts.baseline()) else {
             return self.apply(limit, limit);
