@@ -90,11 +90,15 @@ enum Probe {
     /// Not run.
     #[default]
     Idle,
-    /// Holding the limit at [`QUIET`] since `began`; its round trips count
-    /// from `since`: `began`, or the latest answer since of a request
-    /// admitted before it above the limit held (the queue it found is
-    /// still draining).
-    Holding { began: Instant, since: Instant },
+    /// Holding the limit at [`QUIET`] since `began`, when the smoothed
+    /// round trip was `drain` (seconds: about how long the requests then in
+    /// flight take to come back); `own` is when its first own answer (of a
+    /// request admitted within the limit held) came.
+    Holding {
+        began: Instant,
+        drain: f64,
+        own: Option<Instant>,
+    },
     /// Run.
     Done,
 }
@@ -118,9 +122,15 @@ const PAIR_PRECISION: f64 = 0.1;
 const QUIET_PRECISION: f64 = 0.05;
 /// A probe takes this many no-load round trips.
 const PROBE_SAMPLES: u32 = 6;
-/// A probe ends after this many no-load round trips with no answer of a
-/// request admitted above the limit it holds, however few answers came.
+/// A probe ends this many no-load round trips after it began, once
+/// [`OWN_ROUNDS`] passed since its first own answer (one admitted within
+/// the limit it holds), however few answers came; and in any case this many
+/// times the smoothed round trip it began with plus one no-load round trip
+/// after it began.
 const PROBE_ROUNDS: f64 = 4.0;
+/// A probe lasts at least this many no-load round trips after its first
+/// own answer (see [`PROBE_ROUNDS`]).
+const OWN_ROUNDS: f64 = 2.0;
 /// Two no-load answers agree with the smoothed round trip when it is
 /// within this share above their mean.
 const AGREE: f64 = 1.0 / 8.0;
@@ -242,15 +252,17 @@ impl RttFilter {
     /// average has one; if that agrees too, it takes over. When they
     /// disagree, two answers are a small sample against many: a probe
     /// holds the limit at [`QUIET`] until [`PROBE_SAMPLES`] no-load answers
-    /// came back (or [`PROBE_ROUNDS`] of their round trips passed since the
-    /// last answer of a request admitted before it); their
+    /// came back (or [`PROBE_ROUNDS`] of their round trips passed, and
+    /// [`OWN_ROUNDS`] since its first own answer); their
     /// mean is trusted if it is precise, and if not the slow average alone
     /// decides in this interval. One probe per interval.
     ///
     /// The requests in flight when a probe begins come back first, later
-    /// the larger the queue they found: the round trips are counted from
-    /// the last of them, so however long the queue, the probe still gets
-    /// its no-load answers.
+    /// the longer the queue they found, and a window of them (under
+    /// [`Windowed`](super::Windowed)) later still: the round trips are
+    /// counted until the first answer of a request admitted within the limit
+    /// held and [`OWN_ROUNDS`] after it, so however long the queue, the probe
+    /// gets its no-load answers.
     pub(super) fn probe(&mut self, sample: &Sample, held: usize) -> bool {
         let now = sample.now;
         if self.quiet_trusted.is_some() {
@@ -307,19 +319,19 @@ impl RttFilter {
                 self.pair = None;
                 self.probe = Probe::Holding {
                     began: now,
-                    since: now,
+                    drain: self.short.value.unwrap_or(0.0),
+                    own: None,
                 };
                 true
             }
-            Probe::Holding { began, since } => {
-                let admitted = now.checked_sub(sample.rtt).unwrap_or(now);
-                if sample.in_flight > held && admitted < began {
-                    self.probe = Probe::Holding { began, since: now };
-                    return true;
-                }
+            Probe::Holding { began, drain, own } => {
+                let own = own.or((sample.in_flight <= held).then_some(now));
+                self.probe = Probe::Holding { began, drain, own };
                 let mean = self.quiet.sum / f64::from(self.quiet.count.max(1));
-                let elapsed = now.saturating_duration_since(since).as_secs_f64();
-                if elapsed >= PROBE_ROUNDS * mean {
+                let since = |at: Instant| now.saturating_duration_since(at).as_secs_f64();
+                let counted = since(began) >= PROBE_ROUNDS * mean
+                    && own.is_some_and(|own| since(own) >= OWN_ROUNDS * mean);
+                if counted || since(began) >= PROBE_ROUNDS * (drain + mean) {
                     self.probe = Probe::Done;
                     return false;
                 }
@@ -509,7 +521,7 @@ mod tests {
         assert!(!feed(&mut f, &c, 50, 50, true));
         assert!(!feed(&mut f, &c, 50, 150, false));
         assert!(feed(&mut f, &c, 52, 50, true));
-        assert!(matches!(f.probe, Probe::Holding { since, .. } if since == c.0 + 52 * MS));
+        assert!(matches!(f.probe, Probe::Holding { began, .. } if began == c.0 + 52 * MS));
         assert_eq!(f.baseline(), None);
         // It holds until six no-load answers in all came back...
         for (i, at) in [120, 160, 200].into_iter().enumerate() {
@@ -533,26 +545,23 @@ mod tests {
         assert!(!feed(&mut f, &c, 50, 50, true));
         assert!(!feed(&mut f, &c, 50, 200, false));
         assert!(feed(&mut f, &c, 51, 52, true));
-        let began = c.0 + 51 * MS;
-        assert_eq!(
-            f.probe,
-            Probe::Holding {
-                began,
-                since: began
-            }
-        );
+        let Probe::Holding { began, drain, own } = f.probe else {
+            panic!("{:?}", f.probe)
+        };
+        assert_eq!((began, own), (c.0 + 51 * MS, None));
+        assert!((drain - f.short().unwrap()).abs() < EPS);
         // What was admitted before it still comes back, the last at
-        // 120 ms: the probe counts its round trips from there.
+        // 120 ms; its first own answer comes at 220 ms.
         assert!(feed(&mut f, &c, 120, 200, false));
-        let since = c.0 + 120 * MS;
-        assert_eq!(f.probe, Probe::Holding { began, since });
+        assert!(feed(&mut f, &c, 220, 20, true));
+        assert!(matches!(f.probe, Probe::Holding { own: Some(own), .. } if own == c.0 + 220 * MS));
         // No-load answers of 20 and 100 ms: with the first two, a mean of
         // (50 + 52 + 20 + 100) / 4 = 55.5 ms, far from precise; one more of
-        // 56 ms makes it 55.6, and four of those end at 342.4 ms.
-        assert!(feed(&mut f, &c, 220, 20, true));
+        // 56 ms makes it 55.6. Four of those after it began (273.4 ms) and
+        // two after its first own answer (331.2 ms): over.
         assert!(feed(&mut f, &c, 270, 100, true));
-        assert!(feed(&mut f, &c, 342, 56, true));
-        assert!(!feed(&mut f, &c, 343, 56, true));
+        assert!(feed(&mut f, &c, 330, 56, true));
+        assert!(!feed(&mut f, &c, 332, 56, true));
         assert_eq!(f.probe, Probe::Done);
         assert_eq!(f.quiet_trusted, None);
         assert_eq!(f.baseline(), None);
@@ -577,7 +586,7 @@ mod tests {
         }
         assert!(f.mins.is_some());
         assert!(
-            matches!(f.probe, Probe::Holding { since, .. } if since == c.0 + Duration::from_millis(at))
+            matches!(f.probe, Probe::Holding { began, .. } if began == c.0 + Duration::from_millis(at))
         );
         // Had the slow average agreed (within an eighth), no probe.
         let mut f = RttFilter::default();
@@ -602,32 +611,83 @@ mod tests {
             at += 1;
         }
         // The probe holds; what was admitted before it still comes back,
-        // queued, for 80 ms: far longer than four no-load round trips
+        // queued, for 40 ms: twice as long as four no-load round trips
         // (20 ms), and it holds all along.
         let start = at;
-        for at in start + 1..start + 80 {
+        for at in start + 1..start + 40 {
             assert!(feed(&mut f, &c, at, 26 + (at - start), false), "{at}");
         }
         // Then the no-load answers come; with the first two, six of them
         // end the probe, and their mean is trusted.
-        for at in start + 85..start + 88 {
+        for at in start + 45..start + 48 {
             assert!(feed(&mut f, &c, at, 5, true), "{at}");
         }
-        assert!(!feed(&mut f, &c, start + 88, 5, true));
+        assert!(!feed(&mut f, &c, start + 48, 5, true));
         assert_eq!(f.probe, Probe::Done);
         assert!((f.baseline().unwrap() - 0.005).abs() < EPS);
     }
 
     #[test]
-    fn answers_admitted_within_the_limit_held_do_not_restart_the_count() {
+    fn a_window_of_answers_from_before_the_probe_does_not_end_it() {
         let c = Clock::new();
         let mut f = RttFilter::default();
-        // A caller that holds 10 while probing (a `min` of 10): answers
-        // admitted with 10 in flight are the probe's own, and four round
-        // trips of the no-load mean (50 ms) after it began, it is over.
+        // Over loopback HTTP under `Windowed`, started at 42 above 8
+        // workers of 5 ms: the pair, then a window of queued answers
+        // starts the probe.
+        assert!(!feed(&mut f, &c, 7, 7, true));
+        assert!(!feed(&mut f, &c, 8, 7, true));
+        let mut at = 9;
+        while !feed(&mut f, &c, at, 25, false) {
+            at += 1;
+        }
+        // The next window closes 32 ms later, past four no-load round
+        // trips (28 ms), with a mean of 31 ms: the queue it found, still
+        // coming back. The probe holds for its own answers.
+        assert!(feed(&mut f, &c, at + 32, 31, false));
+        for (i, gap) in [33, 39, 41].into_iter().enumerate() {
+            assert!(feed(&mut f, &c, at + gap, 7, true), "{i}");
+        }
+        assert!(!feed(&mut f, &c, at + 45, 6, true));
+        assert_eq!(f.probe, Probe::Done);
+        let mean = (7.0 * 5.0 + 6.0) / 6.0 / 1000.0;
+        assert!((f.baseline().unwrap() - mean).abs() < EPS);
+    }
+
+    #[test]
+    fn a_probe_with_no_answer_of_its_own_ends_after_four_times_its_drain() {
+        let c = Clock::new();
+        let mut f = RttFilter::default();
+        assert!(!feed(&mut f, &c, 5, 5, true));
+        assert!(!feed(&mut f, &c, 6, 5, true));
+        assert!(feed(&mut f, &c, 7, 26, false));
+        let Probe::Holding { drain, .. } = f.probe else {
+            panic!("{:?}", f.probe)
+        };
+        // Only answers admitted before it, ever: it ends four times the
+        // smoothed round trip it began with, plus one no-load round trip
+        // (5 ms), after it began.
+        let end = 7.0 + 4.0 * (drain * 1000.0 + 5.0);
+        let mut at = 8;
+        while (at as f64) < end {
+            assert!(feed(&mut f, &c, at, 26, false), "{at}");
+            at += 1;
+        }
+        assert!(!feed(&mut f, &c, at, 26, false));
+        assert_eq!((f.probe, f.quiet_trusted), (Probe::Done, None));
+    }
+
+    #[test]
+    fn a_probe_that_holds_more_than_two_counts_answers_within_that_as_its_own() {
+        let c = Clock::new();
+        let mut f = RttFilter::default();
+        // A caller that holds 10 while probing (a `min` of 10): the first
+        // answer admitted with 10 in flight, at 150 ms, is the probe's own;
+        // four round trips of the no-load mean (50 ms) after it began and
+        // two after that answer, it is over.
         assert!(!feed_under(&mut f, &c, 50, 50, QUIET, 10));
-        assert!(!feed_under(&mut f, &c, 50, 200, 10, 10));
+        assert!(!feed_under(&mut f, &c, 50, 200, 11, 10));
         assert!(feed_under(&mut f, &c, 51, 50, QUIET, 10));
+        assert!(feed_under(&mut f, &c, 100, 150, 11, 10));
         assert!(feed_under(&mut f, &c, 150, 150, 10, 10));
         assert!(feed_under(&mut f, &c, 250, 150, 10, 10));
         assert!(!feed_under(&mut f, &c, 252, 150, 10, 10));
