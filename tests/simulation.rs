@@ -324,7 +324,7 @@ macro_rules! targets {
 //   window still takes about 13 round trips to reach 128.
 // - small-slow: none on all four seeds. The no-load answers and their probe
 //   cut a start at 10 above 3 workers to 4-6 (it settled near 12 before):
-//   `vegas` meets the target on seeds 1-3, `windowed_vegas` on 1 and 3,
+//   `vegas` meets the target on seeds 1-3, `windowed_vegas` on 1, 3 and 4,
 //   `gradient2` on 2-3, `windowed_gradient2` and `recommended` on 2
 //   (Gradient2's equilibrium at 5-6 sits at the band's upper edge).
 // - stall: `aimd`, `gradient2`. The windowed ones come back in 20-22 round

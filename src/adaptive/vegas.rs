@@ -100,9 +100,9 @@ pub(super) const CALM_ROUNDS: f64 = 20.0;
 ///   backend: the other answers of the first round trip queued), two
 ///   answers are a small sample against many, and the baseline is
 ///   **probed**: the limit is held at 2 until six no-load answers came back
-///   (or four of their round trips passed since the last answer of a
-///   request admitted before the probe, so that a long queue drains
-///   first); their mean, if its standard
+///   (or four of their round trips passed, and two since the first answer
+///   admitted under the probe, so that a long queue drains first); their
+///   mean, if its standard
 ///   error is within 5% of it, is `rtt_noload` (with the slow average's, the
 ///   lower), and if not the slow average alone decides. So a start far
 ///   above the backend's capacity is corrected within a few round trips
