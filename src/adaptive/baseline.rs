@@ -598,18 +598,26 @@ mod tests {
         assert_eq!(f.probe, Probe::Idle);
     }
 
+    /// Two no-load answers of `quiet` ms at 5 and 6 ms, then answers
+    /// queued for `queued` ms, one per millisecond, until a probe begins:
+    /// a start far above a small backend. Answers when it began.
+    fn start_probe(f: &mut RttFilter, c: &Clock, quiet: u64, queued: u64) -> u64 {
+        assert!(!feed(f, c, 5, quiet, true));
+        assert!(!feed(f, c, 6, quiet, true));
+        let mut at = 7;
+        while !feed(f, c, at, queued, false) {
+            at += 1;
+        }
+        at
+    }
+
     #[test]
     fn a_probe_waits_for_the_queue_it_found_to_drain() {
         let c = Clock::new();
         let mut f = RttFilter::default();
-        // Started far above a small backend: two no-load answers of 5 ms,
-        // then everything queues, and the queue keeps growing.
-        assert!(!feed(&mut f, &c, 5, 5, true));
-        assert!(!feed(&mut f, &c, 6, 5, true));
-        let mut at = 7;
-        while !feed(&mut f, &c, at, 26, false) {
-            at += 1;
-        }
+        // Two no-load answers of 5 ms, then everything queues, and the
+        // queue keeps growing.
+        let at = start_probe(&mut f, &c, 5, 26);
         // The probe holds; what was admitted before it still comes back,
         // queued, for 40 ms: twice as long as four no-load round trips
         // (20 ms), and it holds all along.
@@ -634,12 +642,7 @@ mod tests {
         // Over loopback HTTP under `Windowed`, started at 42 above 8
         // workers of 5 ms: the pair, then a window of queued answers
         // starts the probe.
-        assert!(!feed(&mut f, &c, 7, 7, true));
-        assert!(!feed(&mut f, &c, 8, 7, true));
-        let mut at = 9;
-        while !feed(&mut f, &c, at, 25, false) {
-            at += 1;
-        }
+        let at = start_probe(&mut f, &c, 7, 25);
         // The next window closes 32 ms later, past four no-load round
         // trips (28 ms), with a mean of 31 ms: the queue it found, still
         // coming back. The probe holds for its own answers.
@@ -657,17 +660,15 @@ mod tests {
     fn a_probe_with_no_answer_of_its_own_ends_after_four_times_its_drain() {
         let c = Clock::new();
         let mut f = RttFilter::default();
-        assert!(!feed(&mut f, &c, 5, 5, true));
-        assert!(!feed(&mut f, &c, 6, 5, true));
-        assert!(feed(&mut f, &c, 7, 26, false));
+        let began = start_probe(&mut f, &c, 5, 26);
         let Probe::Holding { drain, .. } = f.probe else {
             panic!("{:?}", f.probe)
         };
         // Only answers admitted before it, ever: it ends four times the
         // smoothed round trip it began with, plus one no-load round trip
         // (5 ms), after it began.
-        let end = 7.0 + 4.0 * (drain * 1000.0 + 5.0);
-        let mut at = 8;
+        let end = began as f64 + 4.0 * (drain * 1000.0 + 5.0);
+        let mut at = began + 1;
         while (at as f64) < end {
             assert!(feed(&mut f, &c, at, 26, false), "{at}");
             at += 1;
