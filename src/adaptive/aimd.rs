@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::baseline::{RttFilter, QUIET};
-use super::{LimitAlgorithm, Sample};
+use super::{check, LimitAlgorithm, Sample};
 
 /// Round trips of one interval of the no-load baseline's minimum (as
 /// [`Vegas`](super::Vegas)'s default).
@@ -216,17 +216,14 @@ impl Aimd {
     ///
     /// If `tolerance` is below 1 or not finite.
     pub fn tolerance(mut self, tolerance: f64) -> Self {
-        assert!(
-            tolerance >= 1.0 && tolerance.is_finite(),
-            "Aimd tolerance must be at least 1, got {tolerance}"
-        );
-        self.tolerance = tolerance;
+        self.tolerance = check::at_least_one("Aimd", "tolerance", tolerance);
         self
     }
 
-    /// Whether `sample` is over the latency budget; learns the no-load
-    /// round trip from it when there is no timeout.
-    fn over_budget(&mut self, sample: &Sample) -> bool {
+    /// Whether `sample`, answered under `limit`, is over the latency
+    /// budget; learns the no-load round trip from it when there is no
+    /// timeout.
+    fn over_budget(&mut self, sample: &Sample, limit: f64) -> bool {
         if let Some(timeout) = self.timeout {
             return sample.rtt > timeout;
         }
@@ -237,7 +234,6 @@ impl Aimd {
             .add(sample.rtt, sample.now, f64::from(BASELINE_ROUNDS));
         // The probe's hold is not taken: a loss-based limit has no use for
         // it beyond the baseline, which it still decides.
-        let limit = self.limit.unwrap_or_else(|| self.initial_limit() as f64);
         let _ = self.rtts.probe(sample, limit as usize);
         let Some(baseline) = self.rtts.baseline() else {
             return false;
@@ -270,7 +266,7 @@ impl LimitAlgorithm for Aimd {
             let next = self.overloads.overload(limit, self.backoff, sample);
             return self.set(next);
         }
-        if self.over_budget(sample) {
+        if self.over_budget(sample, limit) {
             let next = self.overloads.slow(limit, self.backoff, sample);
             return self.set(next);
         }

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::aimd::{reached, rounds_since, slow_start, Overloads};
 use super::baseline::{probe_level, RttFilter, QUIET};
 use super::vegas::CALM_ROUNDS;
-use super::{LimitAlgorithm, Sample};
+use super::{check, LimitAlgorithm, Sample};
 
 /// The smallest gradient: a decrease keeps at least this share.
 const MIN_GRADIENT: f64 = 0.25;
@@ -208,11 +208,7 @@ impl Gradient2 {
     ///
     /// If `slow_start` is not above 1 or not finite.
     pub fn slow_start(mut self, slow_start: f64) -> Self {
-        assert!(
-            slow_start > 1.0 && slow_start.is_finite(),
-            "Gradient2 slow_start must be above 1, got {slow_start}"
-        );
-        self.slow_start = slow_start;
+        self.slow_start = check::above_one("Gradient2", "slow_start", slow_start);
         self
     }
 
@@ -223,11 +219,7 @@ impl Gradient2 {
     ///
     /// If `smoothing` is not in `(0, 1]`.
     pub fn smoothing(mut self, smoothing: f64) -> Self {
-        assert!(
-            smoothing > 0.0 && smoothing <= 1.0,
-            "Gradient2 smoothing must be in (0, 1], got {smoothing}"
-        );
-        self.smoothing = smoothing;
+        self.smoothing = check::share("Gradient2", "smoothing", smoothing);
         self
     }
 
@@ -238,11 +230,7 @@ impl Gradient2 {
     ///
     /// If `tolerance` is below 1 or not finite.
     pub fn tolerance(mut self, tolerance: f64) -> Self {
-        assert!(
-            tolerance >= 1.0 && tolerance.is_finite(),
-            "Gradient2 tolerance must be at least 1, got {tolerance}"
-        );
-        self.tolerance = tolerance;
+        self.tolerance = check::at_least_one("Gradient2", "tolerance", tolerance);
         self
     }
 

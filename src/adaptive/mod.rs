@@ -81,6 +81,7 @@
 
 mod aimd;
 mod baseline;
+mod check;
 mod classify;
 #[cfg(test)]
 mod clock;

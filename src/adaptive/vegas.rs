@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::aimd::{reached, rounds_since, slow_start, Overloads};
 use super::baseline::{probe_level, RttFilter, QUIET};
 use super::rng::XorShift;
-use super::{LimitAlgorithm, Sample};
+use super::{check, LimitAlgorithm, Sample};
 
 /// The ratio an overload multiplies the limit by.
 const BACKOFF: f64 = 0.9;
@@ -260,11 +260,7 @@ impl Vegas {
     ///
     /// If `slow_start` is not above 1 or not finite.
     pub fn slow_start(mut self, slow_start: f64) -> Self {
-        assert!(
-            slow_start > 1.0 && slow_start.is_finite(),
-            "Vegas slow_start must be above 1, got {slow_start}"
-        );
-        self.slow_start = slow_start;
+        self.slow_start = check::above_one("Vegas", "slow_start", slow_start);
         self
     }
 
@@ -275,11 +271,7 @@ impl Vegas {
     ///
     /// If `smoothing` is not in `(0, 1]`.
     pub fn smoothing(mut self, smoothing: f64) -> Self {
-        assert!(
-            smoothing > 0.0 && smoothing <= 1.0,
-            "Vegas smoothing must be in (0, 1], got {smoothing}"
-        );
-        self.smoothing = smoothing;
+        self.smoothing = check::share("Vegas", "smoothing", smoothing);
         self
     }
 
