@@ -476,8 +476,9 @@ mod tests {
         }
         assert_eq!(w.update(&at(start, 150 * MS, 40 * MS, 1)), 102);
         assert_eq!(w.inner().seen.len(), 2);
-        assert_eq!(w.inner().seen[1].rtt, 24 * MS); // (80 + 40) / 5
-                                                    // With round trips as long as min_window, min_window decides.
+        // (80 + 40) / 5
+        assert_eq!(w.inner().seen[1].rtt, 24 * MS);
+        // With round trips as long as min_window, min_window decides.
         for i in 1..=4u32 {
             assert_eq!(w.update(&at(start, (150 + i * 10) * MS, 200 * MS, 1)), 102);
         }
