@@ -44,6 +44,15 @@
 //!   `.rejection(r)`), take `self` and return the builder (or the next
 //!   builder), and are `#[must_use]`: a builder call whose result is dropped
 //!   is a warning, not a silent no-op. No `with_`, no `set_` on builders.
+//!   This holds for the adaptive algorithms' parameters too:
+//!
+//!   ```compile_fail
+//!   #![deny(unused_must_use)]
+//!   use tower_concurrency::adaptive::Gradient2;
+//!
+//!   let g = Gradient2::new();
+//!   g.clone().max(500); // dropped: `g` keeps its default max of 200
+//!   ```
 //! - **Getters** are the bare noun (`limit()`, `in_flight()`, `limiter()`);
 //!   yes-or-no questions are `is_...`. Services also have tower's
 //!   `get_ref`, `get_mut` and `into_inner`.

@@ -172,18 +172,21 @@ impl Aimd {
     }
 
     /// The limit to start with (default 10), clamped to `[min, max]`.
+    #[must_use]
     pub fn initial(mut self, initial: usize) -> Self {
         self.initial = initial;
         self
     }
 
     /// The lowest limit (default 1); 0 is taken as 1.
+    #[must_use]
     pub fn min(mut self, min: usize) -> Self {
         self.min = min;
         self
     }
 
     /// The highest limit (default 200); if it is below `min`, it wins.
+    #[must_use]
     pub fn max(mut self, max: usize) -> Self {
         self.max = max;
         self
@@ -194,6 +197,7 @@ impl Aimd {
     /// # Panics
     ///
     /// If `backoff` is not strictly between 0 and 1.
+    #[must_use]
     pub fn backoff(mut self, backoff: f64) -> Self {
         assert!(
             backoff > 0.0 && backoff < 1.0,
@@ -204,6 +208,7 @@ impl Aimd {
     }
 
     /// A round trip longer than this counts as a drop (default 5 s).
+    #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -215,6 +220,7 @@ impl Aimd {
     /// # Panics
     ///
     /// If `tolerance` is below 1 or not finite.
+    #[must_use]
     pub fn tolerance(mut self, tolerance: f64) -> Self {
         self.tolerance = check::at_least_one("Aimd", "tolerance", tolerance);
         self

@@ -180,18 +180,21 @@ impl Gradient2 {
     }
 
     /// The limit to start with (default 10), clamped to `[min, max]`.
+    #[must_use]
     pub fn initial(mut self, initial: usize) -> Self {
         self.initial = initial;
         self
     }
 
     /// The lowest limit (default 1); 0 is taken as 1.
+    #[must_use]
     pub fn min(mut self, min: usize) -> Self {
         self.min = min;
         self
     }
 
     /// The highest limit (default 200); if it is below `min`, it wins.
+    #[must_use]
     pub fn max(mut self, max: usize) -> Self {
         self.max = max;
         self
@@ -207,6 +210,7 @@ impl Gradient2 {
     /// # Panics
     ///
     /// If `slow_start` is not above 1 or not finite.
+    #[must_use]
     pub fn slow_start(mut self, slow_start: f64) -> Self {
         self.slow_start = check::above_one("Gradient2", "slow_start", slow_start);
         self
@@ -218,6 +222,7 @@ impl Gradient2 {
     /// # Panics
     ///
     /// If `smoothing` is not in `(0, 1]`.
+    #[must_use]
     pub fn smoothing(mut self, smoothing: f64) -> Self {
         self.smoothing = check::share("Gradient2", "smoothing", smoothing);
         self
@@ -229,6 +234,7 @@ impl Gradient2 {
     /// # Panics
     ///
     /// If `tolerance` is below 1 or not finite.
+    #[must_use]
     pub fn tolerance(mut self, tolerance: f64) -> Self {
         self.tolerance = check::at_least_one("Gradient2", "tolerance", tolerance);
         self
@@ -240,6 +246,7 @@ impl Gradient2 {
     /// # Panics
     ///
     /// If `long_window` is 0.
+    #[must_use]
     pub fn long_window(mut self, long_window: usize) -> Self {
         assert!(long_window > 0, "Gradient2 long_window must be at least 1");
         self.long_window = long_window;
@@ -248,6 +255,7 @@ impl Gradient2 {
 
     /// The queue allowed on top of `L * gradient`, and the growth per
     /// round trip (default 1).
+    #[must_use]
     pub fn queue_size(mut self, queue_size: usize) -> Self {
         self.queue_size = queue_size;
         self

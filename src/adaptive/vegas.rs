@@ -232,18 +232,21 @@ impl Vegas {
     }
 
     /// The limit to start with (default 10), clamped to `[min, max]`.
+    #[must_use]
     pub fn initial(mut self, initial: usize) -> Self {
         self.initial = initial;
         self
     }
 
     /// The lowest limit (default 1); 0 is taken as 1.
+    #[must_use]
     pub fn min(mut self, min: usize) -> Self {
         self.min = min;
         self
     }
 
     /// The highest limit (default 1000); if it is below `min`, it wins.
+    #[must_use]
     pub fn max(mut self, max: usize) -> Self {
         self.max = max;
         self
@@ -259,6 +262,7 @@ impl Vegas {
     /// # Panics
     ///
     /// If `slow_start` is not above 1 or not finite.
+    #[must_use]
     pub fn slow_start(mut self, slow_start: f64) -> Self {
         self.slow_start = check::above_one("Vegas", "slow_start", slow_start);
         self
@@ -270,6 +274,7 @@ impl Vegas {
     /// # Panics
     ///
     /// If `smoothing` is not in `(0, 1]`.
+    #[must_use]
     pub fn smoothing(mut self, smoothing: f64) -> Self {
         self.smoothing = check::share("Vegas", "smoothing", smoothing);
         self
@@ -278,6 +283,7 @@ impl Vegas {
     /// A probe interval lasts `jitter * probe_multiplier` round trips of
     /// the baseline (default 1000); the baseline is the lowest slow average
     /// of the current and the previous interval. 0 keeps the lowest ever.
+    #[must_use]
     pub fn probe_multiplier(mut self, probe_multiplier: usize) -> Self {
         self.probe_multiplier = probe_multiplier;
         self
@@ -285,6 +291,7 @@ impl Vegas {
 
     /// Seeds the generator of the probe jitter (and draws the first
     /// jitter from it).
+    #[must_use]
     pub fn seed(mut self, seed: u64) -> Self {
         self.rng = XorShift::new(seed);
         self.probe_jitter = self.rng.jitter();

@@ -177,18 +177,21 @@ impl<A: LimitAlgorithm> Windowed<A> {
 impl<A> Windowed<A> {
     /// How many samples a window needs to close before `max_window`
     /// (default 5).
+    #[must_use]
     pub fn min_samples(mut self, min_samples: usize) -> Self {
         self.min_samples = min_samples;
         self
     }
 
     /// The shortest window (default 100 ms).
+    #[must_use]
     pub fn min_window(mut self, min_window: Duration) -> Self {
         self.min_window = min_window;
         self
     }
 
     /// The longest window (default 1 s).
+    #[must_use]
     pub fn max_window(mut self, max_window: Duration) -> Self {
         self.max_window = max_window;
         self
@@ -199,6 +202,7 @@ impl<A> Windowed<A> {
     /// # Panics
     ///
     /// If a percentile is not within `[0, 1]`.
+    #[must_use]
     pub fn aggregate(mut self, aggregate: Aggregate) -> Self {
         if let Aggregate::Percentile(p) = aggregate {
             assert!(
