@@ -21,7 +21,7 @@
 //! workers busy with nothing for the middle third). Medians of 3 rounds.
 //!
 //! Then the settling cells (issue 11's third target): the recommended
-//! algorithm (`Windowed<Gradient2>` with a slow start of 1.5, as
+//! algorithm (`Windowed<Gradient2::recommended()>`, as
 //! `Limiter::adaptive_default` builds, but started 4× above or 4× below) in
 //! a backend that only slows (no refusal; the offered load at 1.5× keeps
 //! every queue short of the deadline), and how long until its limit stays
@@ -317,9 +317,7 @@ async fn settle(cell: Cell, factor: f64, length: Duration, seed: u64) -> (f64, O
         .build_http();
     let ideal = cell.capacity() * unloaded_rtt(&client, &uri).await.as_secs_f64();
     let initial = ((ideal * factor).round() as usize).max(1);
-    let limiter = Limiter::adaptive(Windowed::new(
-        Gradient2::new().slow_start(1.5).initial(initial),
-    ));
+    let limiter = Limiter::adaptive(Windowed::new(Gradient2::recommended().initial(initial)));
     let inner = Svc::new(tower::service_fn(move |()| {
         fetch(client.clone(), uri.clone())
     }));

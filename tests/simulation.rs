@@ -296,7 +296,8 @@ macro_rules! targets {
 // the backend's own, settling within 50 round trips of each change), for
 // every scenario and each algorithm that meets them with seeds 1 to 4.
 // `recommended` is what `Limiter::adaptive_default()` builds
-// (`Windowed<Gradient2>` with a slow start of 1.5); it, `Windowed<Vegas>`
+// (`Windowed<Gradient2::recommended()>`: a slow start of 1.5, a tolerance
+// that follows the round trips' noise down to 1.08); it, `Windowed<Vegas>`
 // and `Windowed<Gradient2>` meet them in every original scenario. Left out,
 // because they miss a target (not weakened, not ignored; `cargo run
 // --release --example simulate -- all --seeds 1-4` shows the figures,
@@ -318,15 +319,20 @@ macro_rules! targets {
 // Issue 11's scenarios, met only by the algorithms listed:
 //
 // - large-32: all but `windowed_aimd` (0.85 of the best fixed goodput).
-// - large-64, large-128: none. `recommended` reaches 0.89 of the best fixed
-//   limit's goodput (large-64 meets it on seeds 3 and 4), the others
-//   0.74-0.89: from 10, growth of x1.5 per round trip after a first 100 ms
-//   window still takes about 13 round trips to reach 128.
+// - large-64: none. `recommended` meets it on seeds 2-4 and misses seed 1
+//   by a hair (0.90 of the best fixed goodput, just under), the others
+//   reach 0.67-0.89: from 10, growth of x1.5 per round trip after a first
+//   100 ms window takes about 11 round trips to reach 64.
+// - large-128: `recommended` (with a fixed tolerance of 1.15 it reached
+//   0.89: its equilibrium queue cost the last points), the others
+//   0.36-0.85.
 // - small-slow: none on all four seeds. The no-load answers and their probe
 //   cut a start at 10 above 3 workers to 4-6 (it settled near 12 before):
-//   `vegas` meets the target on seeds 1-3, `windowed_vegas` on 1, 3 and 4,
-//   `gradient2` on 2-3, `windowed_gradient2` and `recommended` on 2
-//   (Gradient2's equilibrium at 5-6 sits at the band's upper edge).
+//   `recommended` meets the target on seeds 1-3 (it did on seed 2 alone
+//   with a fixed tolerance), `vegas` on 1-3, `windowed_vegas` on 1, 3 and
+//   4, `gradient2` on 2-3, `windowed_gradient2` on 2 (Gradient2's
+//   equilibrium at 5-6, with a fixed tolerance of 1.15, sits at the band's
+//   upper edge).
 // - stall: `aimd`, `gradient2`. The windowed ones come back in 20-22 round
 //   trips (target 20) with 0.86-0.90 of the goodput; `vegas` misses seed 2.
 // - capacity-return: none (p99 3.7-10x the backend's during the drop).
@@ -344,5 +350,6 @@ targets! {
     large_32: Scenario::large(32) => [
         aimd, vegas, gradient2, windowed_vegas, windowed_gradient2, recommended,
     ];
+    large_128: Scenario::large(128) => [recommended];
     stall: Scenario::stall() => [aimd, gradient2];
 }

@@ -68,6 +68,9 @@ pub(super) struct RttFilter {
     at: Option<Instant>,
     short: Ema,
     slow: Ema,
+    /// The squared relative deviation of each round trip from the smoothed
+    /// one before it, averaged over as long as the smoothed round trip.
+    spread: Ema,
     /// When the current interval began, its minimum, and the previous one's.
     mins: Option<(Instant, f64, f64)>,
     /// Round trips that could not have queued (see
@@ -176,6 +179,11 @@ impl RttFilter {
         };
         self.at = Some(now);
         let round = self.short.value.unwrap_or(x);
+        if let Some(short) = self.short.value.filter(|short| *short > 0.0) {
+            let deviation = x / short - 1.0;
+            self.spread
+                .add(deviation * deviation, dt, SHORT_ROUNDS * round);
+        }
         self.short.add(x, dt, SHORT_ROUNDS * round);
         self.slow.add(x, dt, SLOW_ROUNDS * round);
         let first = *self.first.get_or_insert(now);
@@ -341,6 +349,14 @@ impl RttFilter {
         }
     }
 
+    /// How far round trips stray from the smoothed round trip, as a share
+    /// of it: the root mean square of their relative deviations over the
+    /// last two round trips or so (for [`Windowed`](super::Windowed), of
+    /// its windows' round trips). `None` before the second round trip.
+    pub(super) fn spread(&self) -> Option<f64> {
+        self.spread.value.map(f64::sqrt)
+    }
+
     /// The round trip now, averaged over about two round trips.
     pub(super) fn short(&self) -> Option<f64> {
         self.short.value
@@ -400,6 +416,33 @@ mod tests {
         f.add(200 * MS, c.0 + 200 * MS, 1000.0);
         let w = 1.0 - (-1.0_f64).exp();
         assert!((f.short().unwrap() - (0.1 + w * 0.1)).abs() < EPS);
+    }
+
+    #[test]
+    fn the_spread_is_the_rms_relative_deviation_from_the_smoothed_round_trip() {
+        let c = Clock::new();
+        let mut f = RttFilter::default();
+        assert_eq!(f.spread(), None);
+        f.add(100 * MS, c.0, 1000.0);
+        assert_eq!(f.spread(), None);
+        // 100 ms after 100 ms: no spread.
+        for i in 1..50 {
+            f.add(100 * MS, c.0 + i * 10 * MS, 1000.0);
+        }
+        assert!(f.spread().unwrap() < EPS);
+        // Alternating 90 and 110 ms: about a tenth either side of the
+        // smoothed 100 ms.
+        for i in 50..500 {
+            let rtt = if i % 2 == 0 { 90 } else { 110 };
+            f.add(rtt * MS, c.0 + i * 10 * MS, 1000.0);
+        }
+        let spread = f.spread().unwrap();
+        assert!((spread - 0.1).abs() < 0.01, "{spread}");
+        // It forgets within a few round trips once the round trips agree.
+        for i in 500..600 {
+            f.add(100 * MS, c.0 + i * 10 * MS, 1000.0);
+        }
+        assert!(f.spread().unwrap() < 0.01, "{:?}", f.spread());
     }
 
     #[test]

@@ -15,6 +15,10 @@ use super::{check, LimitAlgorithm, Sample};
 const MIN_GRADIENT: f64 = 0.25;
 /// The ratio an overload multiplies the limit by.
 const BACKOFF: f64 = 0.9;
+/// The slow start of [`Gradient2::recommended`].
+const RECOMMENDED_SLOW_START: f64 = 1.5;
+/// The tolerance floor of [`Gradient2::recommended`].
+const RECOMMENDED_TOLERANCE_FLOOR: f64 = 1.08;
 
 /// A delay-based limit after Netflix concurrency-limits' `Gradient2Limit`.
 ///
@@ -54,6 +58,11 @@ const BACKOFF: f64 = 0.9;
 /// L = clamp(L * (1 - smoothing) + new * smoothing, min, max)
 /// ```
 ///
+/// With a [`tolerance_floor`](Self::tolerance_floor), `tolerance` in these
+/// formulas is `clamp(1 + spread, floor, tolerance)`, with `spread` the
+/// root mean square of the round trips' relative deviations from the
+/// smoothed round trip over about two round trips.
+///
 /// At the equilibrium `L * gradient + queue_size = L`, the round trip is
 /// `tolerance * L / (L - queue_size)` times the baseline: with the
 /// defaults 1.15 times for a large limit and about 1.45 times for a limit
@@ -74,6 +83,7 @@ const BACKOFF: f64 = 0.9;
 /// | max | [`max`](Self::max) | 200 | Highest limit; if below `min`, `max` wins. |
 /// | smoothing | [`smoothing`](Self::smoothing) | 1.0 | Weight of the new value, in `(0, 1]`. |
 /// | tolerance | [`tolerance`](Self::tolerance) | 1.15 | How many times the baseline a round trip may take before the limit shrinks; at least 1. |
+/// | tolerance_floor | [`tolerance_floor`](Self::tolerance_floor) | none | If set, the tolerance follows the round trips' noise (`1 + spread`) between this floor and `tolerance`; at least 1. |
 /// | long_window | [`long_window`](Self::long_window) | 1000 | Round trips of one interval of the baseline's minimum (it spans one to two); at least 1. |
 /// | queue_size | [`queue_size`](Self::queue_size) | 1 | Added to `L * gradient`: the queue allowed, and the growth per round trip. |
 /// | slow_start | [`slow_start`](Self::slow_start) | 1.125 | Growth per round trip while nothing queues; above 1. |
@@ -140,6 +150,7 @@ pub struct Gradient2 {
     smoothing: f64,
     slow_start: f64,
     tolerance: f64,
+    tolerance_floor: Option<f64>,
     long_window: usize,
     queue_size: usize,
     /// The current estimate; `None` until the first update.
@@ -161,6 +172,7 @@ impl Default for Gradient2 {
             smoothing: 1.0,
             slow_start: 1.125,
             tolerance: 1.15,
+            tolerance_floor: None,
             long_window: 1000,
             queue_size: 1,
             limit: None,
@@ -177,6 +189,26 @@ impl Gradient2 {
     /// 1.15, long_window 1000, queue_size 1.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The settings [`Limiter::adaptive_default`](crate::Limiter::adaptive_default)
+    /// runs behind [`Windowed`](super::Windowed): a slow start of 1.5 per
+    /// round trip ([`slow_start`](Self::slow_start)) and a tolerance that
+    /// follows the noise of the round trips down to 1.08
+    /// ([`tolerance_floor`](Self::tolerance_floor)), the other defaults
+    /// as they are. To change one of them, say the highest limit:
+    ///
+    /// ```
+    /// use tower_concurrency::adaptive::{Gradient2, Windowed};
+    /// use tower_concurrency::Limiter;
+    ///
+    /// let limiter = Limiter::adaptive(Windowed::new(Gradient2::recommended().max(1000)));
+    /// assert_eq!(limiter.limit(), 10);
+    /// ```
+    pub fn recommended() -> Self {
+        Self::new()
+            .slow_start(RECOMMENDED_SLOW_START)
+            .tolerance_floor(RECOMMENDED_TOLERANCE_FLOOR)
     }
 
     /// The limit to start with (default 10), clamped to `[min, max]`.
@@ -240,6 +272,27 @@ impl Gradient2 {
         self
     }
 
+    /// Lets the tolerance follow the noise of the round trips, down to
+    /// `floor` (default: none, the tolerance is fixed). The tolerance is
+    /// then one plus the round trips' spread (the root mean square of
+    /// their relative deviations from the smoothed round trip, over about
+    /// two round trips), between `floor` and
+    /// [`tolerance`](Self::tolerance): round trips that agree with each
+    /// other leave a small queue (the limit settles nearer to the capacity
+    /// times the baseline), noisy ones the full tolerance, so that noise
+    /// is not taken for a queue.
+    /// [`Limiter::adaptive_default`](crate::Limiter::adaptive_default)
+    /// uses a floor of 1.08.
+    ///
+    /// # Panics
+    ///
+    /// If `floor` is below 1 or not finite.
+    #[must_use]
+    pub fn tolerance_floor(mut self, floor: f64) -> Self {
+        self.tolerance_floor = Some(check::at_least_one("Gradient2", "tolerance_floor", floor));
+        self
+    }
+
     /// How many round trips one interval of the baseline's minimum lasts
     /// (default 1000); the baseline spans one to two intervals.
     ///
@@ -261,7 +314,19 @@ impl Gradient2 {
         self
     }
 
-    /// The limit a probe of the no-load round trip holds.
+    /// The tolerance now: fixed, or following the round trips' spread
+    /// down to the floor (see [`tolerance_floor`](Self::tolerance_floor)).
+    fn tolerance_now(&self) -> f64 {
+        match (self.tolerance_floor, self.rtts.spread()) {
+            (Some(floor), Some(spread)) => {
+                (1.0 + spread).clamp(floor.min(self.tolerance), self.tolerance)
+            }
+            _ => self.tolerance,
+        }
+    }
+
+    /// The lowest and the highest limit, `min` at least 1 and `max`
+    /// winning over `min`.
     fn bounds(&self) -> (f64, f64) {
         let hi = self.max.max(1);
         (self.min.clamp(1, hi) as f64, hi as f64)
@@ -304,7 +369,7 @@ impl LimitAlgorithm for Gradient2 {
             return self.apply(limit, limit);
         };
         let own = sample.rtt.as_secs_f64();
-        let tolerance = self.tolerance;
+        let tolerance = self.tolerance_now();
         let gradient = |r: f64| {
             if r <= 0.0 {
                 1.0
@@ -562,6 +627,72 @@ mod tests {
     #[should_panic(expected = "tolerance")]
     fn tolerance_below_one_panics() {
         let _ = Gradient2::new().tolerance(0.9);
+    }
+
+    #[test]
+    #[should_panic(expected = "Gradient2 tolerance_floor must be at least 1, got 0.9")]
+    fn a_tolerance_floor_below_one_panics() {
+        let _ = Gradient2::new().tolerance_floor(0.9);
+    }
+
+    #[test]
+    fn recommended_is_the_defaults_with_a_slow_start_and_a_tolerance_floor() {
+        let g = Gradient2::recommended();
+        assert_eq!((g.slow_start, g.tolerance_floor), (1.5, Some(1.08)));
+        let d = Gradient2::new();
+        assert_eq!((g.initial, g.min, g.max), (d.initial, d.min, d.max));
+        assert_eq!((g.smoothing, g.tolerance), (d.smoothing, d.tolerance));
+        assert_eq!((g.long_window, g.queue_size), (d.long_window, d.queue_size));
+    }
+
+    #[test]
+    fn a_tolerance_floor_follows_the_spread_of_the_round_trips() {
+        let c = Clock::new();
+        // Without a floor the tolerance is fixed.
+        let mut g = Gradient2::new();
+        warm(&mut g, &c, 100);
+        assert_eq!(g.tolerance_now(), 1.15);
+        // With one: the full tolerance before any round trip, ...
+        let mut g = Gradient2::new().tolerance_floor(1.05);
+        assert_eq!(g.tolerance_now(), 1.15);
+        // ... the floor when the round trips agree, ...
+        let t = warm(&mut g, &c, 100);
+        assert!(
+            (g.tolerance_now() - 1.05).abs() < EPS,
+            "{}",
+            g.tolerance_now()
+        );
+        // ... one plus their spread when they stray a tenth either way, ...
+        for i in 1..=300 {
+            g.update(&c.ok(t + i * 10, if i % 2 == 0 { 90 } else { 110 }, 3));
+        }
+        let tolerance = g.tolerance_now();
+        assert!((tolerance - 1.1).abs() < 0.01, "{tolerance}");
+        // ... and at most the tolerance when they stray further.
+        for i in 301..=600 {
+            g.update(&c.ok(t + i * 10, if i % 2 == 0 { 50 } else { 150 }, 3));
+        }
+        assert_eq!(g.tolerance_now(), 1.15);
+    }
+
+    #[test]
+    fn with_a_floor_steady_round_trips_leave_a_smaller_queue() {
+        // Round trips a tenth above the baseline, steady, at the limit of 40:
+        // within the fixed tolerance of 1.15 the limit grows; with a floor of
+        // 1.05 (the round trips agree, so the tolerance sinks to it) the
+        // same round trips are a queue and it shrinks.
+        let c = Clock::new();
+        for (floor, grows) in [(None, true), (Some(1.05), false)] {
+            let mut g = Gradient2::new().initial(40);
+            if let Some(floor) = floor {
+                g = g.tolerance_floor(floor);
+            }
+            let t = warm(&mut g, &c, 100);
+            for i in 1..=100 {
+                g.update(&c.ok(t + i * 10, 110, 40));
+            }
+            assert_eq!(limit(&g) > 40.0, grows, "{floor:?}: {}", limit(&g));
+        }
     }
 
     proptest! {

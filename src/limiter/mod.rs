@@ -113,7 +113,9 @@ impl Limiter {
     /// An adaptive limit with the recommended algorithm:
     /// [`Windowed`](crate::adaptive::Windowed)`<`[`Gradient2`](crate::adaptive::Gradient2)`>`
     /// with a slow start of 1.5 per round trip
-    /// ([`Gradient2::slow_start`](crate::adaptive::Gradient2::slow_start))
+    /// ([`Gradient2::slow_start`](crate::adaptive::Gradient2::slow_start)),
+    /// a tolerance that follows the noise of the round trips down to 1.08
+    /// ([`Gradient2::tolerance_floor`](crate::adaptive::Gradient2::tolerance_floor))
     /// and the other defaults, starting at 10. The choice to make when you
     /// do not want to choose; see [`adaptive`](crate::adaptive) for the
     /// others.
