@@ -282,7 +282,8 @@ impl Gradient2 {
     /// times the baseline), noisy ones the full tolerance, so that noise
     /// is not taken for a queue.
     /// [`Limiter::adaptive_default`](crate::Limiter::adaptive_default)
-    /// uses a floor of 1.08.
+    /// uses a floor of 1.08. A floor above `tolerance` leaves the
+    /// tolerance fixed.
     ///
     /// # Panics
     ///
@@ -703,6 +704,7 @@ mod tests {
             initial in 0usize..700,
             smoothing in 0.01f64..=1.0,
             tolerance in 1.0f64..4.0,
+            floor in prop::option::of(1.0f64..4.0),
             long_window in 1usize..1_000,
             queue_size in 0usize..50,
             samples in prop::collection::vec(
@@ -717,6 +719,9 @@ mod tests {
                 .tolerance(tolerance)
                 .long_window(long_window)
                 .queue_size(queue_size);
+            if let Some(floor) = floor {
+                g = g.tolerance_floor(floor);
+            }
             let lo = min.max(1);
             let hi = max.max(lo);
             let l = g.initial_limit();
@@ -731,6 +736,14 @@ mod tests {
                     now,
                 });
                 prop_assert!(l >= lo && l <= hi, "{} not in [{}, {}]", l, lo, hi);
+                // The tolerance in force stays between the floor (or the
+                // tolerance, if the floor is above it) and the tolerance.
+                let in_force = g.tolerance_now();
+                let least = floor.unwrap_or(tolerance).min(tolerance);
+                prop_assert!(
+                    in_force >= least && in_force <= tolerance,
+                    "{} not in [{}, {}]", in_force, least, tolerance
+                );
             }
         }
     }
