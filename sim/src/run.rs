@@ -38,8 +38,9 @@ pub enum Algorithm {
     /// [`Windowed`] with its default window, around another algorithm's
     /// defaults (not a fixed or unlimited one).
     Windowed(&'static Algorithm),
-    /// What [`Limiter::adaptive_default`] builds: `Windowed<Gradient2>`
-    /// with a slow start of 1.5.
+    /// What [`Limiter::adaptive_default`] builds:
+    /// `Windowed<Gradient2::recommended()>` (a slow start of 1.5, a
+    /// tolerance that follows the noise down to 1.08).
     Recommended,
     /// Any limiter, built per run.
     Custom {
