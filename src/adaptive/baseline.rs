@@ -69,8 +69,10 @@ pub(super) struct RttFilter {
     short: Ema,
     slow: Ema,
     /// The squared relative deviation of each round trip from the smoothed
-    /// one before it, averaged over as long as the smoothed round trip.
-    spread: Ema,
+    /// one before it, averaged over as long as the smoothed round trip;
+    /// kept only for a caller that reads it (see
+    /// [`track_spread`](Self::track_spread)).
+    spread: Option<Ema>,
     /// When the current interval began, its minimum, and the previous one's.
     mins: Option<(Instant, f64, f64)>,
     /// Round trips that could not have queued (see
@@ -179,10 +181,12 @@ impl RttFilter {
         };
         self.at = Some(now);
         let round = self.short.value.unwrap_or(x);
-        if let Some(short) = self.short.value.filter(|short| *short > 0.0) {
+        if let (Some(spread), Some(short)) = (
+            &mut self.spread,
+            self.short.value.filter(|short| *short > 0.0),
+        ) {
             let deviation = x / short - 1.0;
-            self.spread
-                .add(deviation * deviation, dt, SHORT_ROUNDS * round);
+            spread.add(deviation * deviation, dt, SHORT_ROUNDS * round);
         }
         self.short.add(x, dt, SHORT_ROUNDS * round);
         self.slow.add(x, dt, SLOW_ROUNDS * round);
@@ -354,7 +358,13 @@ impl RttFilter {
     /// last two round trips or so (for [`Windowed`](super::Windowed), of
     /// its windows' round trips). `None` before the second round trip.
     pub(super) fn spread(&self) -> Option<f64> {
-        self.spread.value.map(f64::sqrt)
+        self.spread.as_ref()?.value.map(f64::sqrt)
+    }
+
+    /// Keeps the [`spread`](Self::spread) from now on (it costs a moving
+    /// average per sample, so only a caller that reads it asks for it).
+    pub(super) fn track_spread(&mut self) {
+        self.spread.get_or_insert_with(Ema::default);
     }
 
     /// The round trip now, averaged over about two round trips.
@@ -423,6 +433,7 @@ mod tests {
         let c = Clock::new();
         let mut f = RttFilter::default();
         assert_eq!(f.spread(), None);
+        f.track_spread();
         f.add(100 * MS, c.0, 1000.0);
         assert_eq!(f.spread(), None);
         // 100 ms after 100 ms: no spread.

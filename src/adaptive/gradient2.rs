@@ -291,6 +291,7 @@ impl Gradient2 {
     #[must_use]
     pub fn tolerance_floor(mut self, floor: f64) -> Self {
         self.tolerance_floor = Some(check::at_least_one("Gradient2", "tolerance_floor", floor));
+        self.rtts.track_spread();
         self
     }
 
