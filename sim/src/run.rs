@@ -40,7 +40,8 @@ pub enum Algorithm {
     Windowed(&'static Algorithm),
     /// What [`Limiter::adaptive_default`] builds:
     /// `Windowed<Gradient2::recommended()>` (a slow start of 1.5, a
-    /// tolerance that follows the noise down to 1.08).
+    /// tolerance that follows the noise down to 1.08, steps near the knee
+    /// damped to 0.3).
     Recommended,
     /// Any limiter, built per run.
     Custom {

@@ -19,6 +19,12 @@ const BACKOFF: f64 = 0.9;
 const RECOMMENDED_SLOW_START: f64 = 1.5;
 /// The tolerance floor of [`Gradient2::recommended`].
 const RECOMMENDED_TOLERANCE_FLOOR: f64 = 1.08;
+const RECOMMENDED_DAMPING: f64 = 0.3;
+/// A decrease is small, and [`Gradient2::damping`] applies to it, when it
+/// takes less than this many requests off the limit...
+const SMALL_CUT: f64 = 1.5;
+/// ...and less than this share of it.
+const SMALL_CUT_SHARE: f64 = 0.2;
 
 /// A delay-based limit after Netflix concurrency-limits' `Gradient2Limit`.
 ///
@@ -47,13 +53,16 @@ const RECOMMENDED_TOLERANCE_FLOOR: f64 = 1.08;
 /// f * 2 < L, with f the sample's in-flight count:
 ///                              hold        (under-used: no evidence)
 /// g = gradient(min(rtt, own)) < 1 and f * g + queue_size < L:
-///                              new = f * g + queue_size
+///                              new = f * g + queue_size, or, if that takes
+///                              less than 1.5 requests and less than a
+///                              fifth off L, L - (L - new) * damping
 /// in_flight < floor(L):        hold        (the limit was not reached)
 /// g = gradient(max(rtt, own)), L * g + queue_size <= L:
 ///                              hold
 /// otherwise, if max(rtt, own) <= baseline * 17/16 and no decrease for
 /// 20 round trips:              new = max(L * slow_start ^ min(1, dt / rtt), L + queue_size)
-/// otherwise:                   new = L + min(L * g + queue_size - L, queue_size) * min(1, dt / rtt)
+/// otherwise:                   new = L + min(L * g + queue_size - L, queue_size) * min(1, dt / rtt),
+///                              the step times damping if g < 1
 ///
 /// L = clamp(L * (1 - smoothing) + new * smoothing, min, max)
 /// ```
@@ -85,6 +94,7 @@ const RECOMMENDED_TOLERANCE_FLOOR: f64 = 1.08;
 /// | tolerance | [`tolerance`](Self::tolerance) | 1.15 | How many times the baseline a round trip may take before the limit shrinks; at least 1. |
 /// | tolerance_floor | [`tolerance_floor`](Self::tolerance_floor) | none | If set, the tolerance follows the round trips' noise (`1 + spread`) between this floor and `tolerance`; at least 1. |
 /// | long_window | [`long_window`](Self::long_window) | 1000 | Round trips of one interval of the baseline's minimum (it spans one to two); at least 1. |
+/// | damping | [`damping`](Self::damping) | 1.0 | Share of each step made near the knee (a small decrease, or growth while a queue shows), in `(0, 1]`. |
 /// | queue_size | [`queue_size`](Self::queue_size) | 1 | Added to `L * gradient`: the queue allowed, and the growth per round trip. |
 /// | slow_start | [`slow_start`](Self::slow_start) | 1.125 | Growth per round trip while nothing queues; above 1. |
 ///
@@ -151,6 +161,7 @@ pub struct Gradient2 {
     slow_start: f64,
     tolerance: f64,
     tolerance_floor: Option<f64>,
+    damping: f64,
     long_window: usize,
     queue_size: usize,
     /// The current estimate; `None` until the first update.
@@ -173,6 +184,7 @@ impl Default for Gradient2 {
             slow_start: 1.125,
             tolerance: 1.15,
             tolerance_floor: None,
+            damping: 1.0,
             long_window: 1000,
             queue_size: 1,
             limit: None,
@@ -186,7 +198,7 @@ impl Default for Gradient2 {
 
 impl Gradient2 {
     /// The defaults: initial 10, min 1, max 200, smoothing 1.0, tolerance
-    /// 1.15, long_window 1000, queue_size 1.
+    /// 1.15, no tolerance floor, damping 1.0, long_window 1000, queue_size 1.
     pub fn new() -> Self {
         Self::default()
     }
@@ -195,8 +207,9 @@ impl Gradient2 {
     /// runs behind [`Windowed`](super::Windowed): a slow start of 1.5 per
     /// round trip ([`slow_start`](Self::slow_start)) and a tolerance that
     /// follows the noise of the round trips down to 1.08
-    /// ([`tolerance_floor`](Self::tolerance_floor)), the other defaults
-    /// as they are. To change one of them, say the highest limit:
+    /// ([`tolerance_floor`](Self::tolerance_floor)), and steps near the
+    /// knee made 0.3 of the way ([`damping`](Self::damping)), the other
+    /// defaults as they are. To change one of them, say the highest limit:
     ///
     /// ```
     /// use tower_concurrency::adaptive::{Gradient2, Windowed};
@@ -209,6 +222,7 @@ impl Gradient2 {
         Self::new()
             .slow_start(RECOMMENDED_SLOW_START)
             .tolerance_floor(RECOMMENDED_TOLERANCE_FLOOR)
+            .damping(RECOMMENDED_DAMPING)
     }
 
     /// The limit to start with (default 10), clamped to `[min, max]`.
@@ -292,6 +306,28 @@ impl Gradient2 {
     pub fn tolerance_floor(mut self, floor: f64) -> Self {
         self.tolerance_floor = Some(check::at_least_one("Gradient2", "tolerance_floor", floor));
         self.rtts.track_spread();
+        self
+    }
+
+    /// The share of each step the limit makes near the knee (default 1.0:
+    /// all of it): of a small decrease, one that takes less than 1.5
+    /// requests and less than a fifth off the limit (the size of the noise
+    /// in one window's mean round trip at a small limit), and of growth
+    /// while the round trips show a queue within the allowance. There the
+    /// round trips' noise, not the backend, moves the limit from one
+    /// window to the next, and as the answer is `floor(L)`, a limit of 12
+    /// cut by 0.2 serves at 11. Damped, the limit stays put through the
+    /// noise while a run of windows that agree still moves it; larger
+    /// decreases (a queue building, capacity lost) and growth with no
+    /// queue in sight are made at once.
+    /// [`recommended`](Self::recommended) uses 0.3.
+    ///
+    /// # Panics
+    ///
+    /// If `damping` is not in `(0, 1]`.
+    #[must_use]
+    pub fn damping(mut self, damping: f64) -> Self {
+        self.damping = check::share("Gradient2", "damping", damping);
         self
     }
 
@@ -392,7 +428,13 @@ impl LimitAlgorithm for Gradient2 {
             let target = measured * g + queue;
             if target < limit {
                 self.fell = Some(sample.now);
-                return self.apply(limit, target);
+                let cut = limit - target;
+                let cut = if cut < SMALL_CUT && cut < limit * SMALL_CUT_SHARE {
+                    cut * self.damping
+                } else {
+                    cut
+                };
+                return self.apply(limit, limit - cut);
             }
         }
 
@@ -400,7 +442,8 @@ impl LimitAlgorithm for Gradient2 {
             return self.apply(limit, limit);
         }
         let slower = rtt.max(own);
-        let target = limit * gradient(slower) + queue;
+        let queued = gradient(slower);
+        let target = limit * queued + queue;
         if target <= limit {
             return self.apply(limit, limit);
         }
@@ -410,7 +453,13 @@ impl LimitAlgorithm for Gradient2 {
         let grown = if calm && slower <= baseline * (1.0 + 1.0 / 16.0) {
             slow_start(limit, self.slow_start, self.grew, sample).max(limit + queue)
         } else {
-            limit + (target - limit).min(queue) * rounds_since(self.grew, sample)
+            let step = (target - limit).min(queue) * rounds_since(self.grew, sample);
+            if queued < 1.0 {
+                // Near the knee: a queue shows, within the allowance.
+                limit + step * self.damping
+            } else {
+                limit + step
+            }
         };
         let grown = self.overloads.cap(limit, grown, sample.now);
         if grown > limit {
@@ -638,13 +687,76 @@ mod tests {
     }
 
     #[test]
-    fn recommended_is_the_defaults_with_a_slow_start_and_a_tolerance_floor() {
+    fn recommended_is_the_defaults_with_a_slow_start_a_tolerance_floor_and_damping() {
         let g = Gradient2::recommended();
         assert_eq!((g.slow_start, g.tolerance_floor), (1.5, Some(1.08)));
+        assert_eq!(g.damping, 0.3);
         let d = Gradient2::new();
         assert_eq!((g.initial, g.min, g.max), (d.initial, d.min, d.max));
         assert_eq!((g.smoothing, g.tolerance), (d.smoothing, d.tolerance));
         assert_eq!((g.long_window, g.queue_size), (d.long_window, d.queue_size));
+    }
+
+    #[test]
+    fn damping_makes_a_small_decrease_part_of_the_way_and_a_large_one_whole() {
+        let c = Clock::new();
+        let cut = |damping: f64, rtt: u64| {
+            let mut g = Gradient2::new().initial(12).damping(damping);
+            let t = warm(&mut g, &c, 100);
+            // Under-used (5 of 12 in flight): the smoothed round trip
+            // follows, the limit holds.
+            for i in 1..=30 {
+                assert_eq!(g.update(&c.ok(t + i * 10, rtt, 5)), 12);
+            }
+            g.update(&c.ok(t + 310, rtt, 12));
+            12.0 - limit(&g)
+        };
+        // Round trips 1.4 times the baseline at the limit, with the smoothed
+        // round trip still catching up: a small decrease (under 1.5
+        // requests), made 0.3 of the way.
+        let (whole, damped) = (cut(1.0, 140), cut(0.3, 140));
+        assert!(whole > 0.0 && whole < 1.5, "{whole}");
+        assert!(
+            (damped - whole * 0.3).abs() < 1e-9,
+            "{damped} against {whole}"
+        );
+        // Four times the baseline (capacity lost): made at once.
+        let (whole, damped) = (cut(1.0, 400), cut(0.3, 400));
+        assert!(whole > 2.4, "{whole}");
+        assert_eq!(damped, whole);
+    }
+
+    #[test]
+    fn damping_slows_growth_only_while_a_queue_shows() {
+        let c = Clock::new();
+        let grown = |damping: f64, rtt: u64| {
+            let mut g = Gradient2::new().initial(12).damping(damping);
+            let t = warm(&mut g, &c, 100);
+            for i in 1..=30 {
+                g.update(&c.ok(t + i * 10, rtt, 5));
+            }
+            g.update(&c.ok(t + 400, rtt, 12));
+            limit(&g) - 12.0
+        };
+        // Round trips a fifth over the baseline, over the tolerance of 1.15:
+        // a queue, smaller than the allowance, so the limit grows, 0.3 of
+        // the way.
+        let (whole, damped) = (grown(1.0, 120), grown(0.3, 120));
+        assert!(whole > 0.0, "{whole}");
+        assert!(
+            (damped - whole * 0.3).abs() < 1e-9,
+            "{damped} against {whole}"
+        );
+        // A tenth over, within the tolerance: no queue, growth at once.
+        let (whole, damped) = (grown(1.0, 110), grown(0.3, 110));
+        assert!(whole > 0.0, "{whole}");
+        assert_eq!(damped, whole);
+    }
+
+    #[test]
+    #[should_panic(expected = "Gradient2 damping")]
+    fn damping_outside_zero_to_one_panics() {
+        let _ = Gradient2::new().damping(0.0);
     }
 
     #[test]
@@ -706,6 +818,7 @@ mod tests {
             smoothing in 0.01f64..=1.0,
             tolerance in 1.0f64..4.0,
             floor in prop::option::of(1.0f64..4.0),
+            damping in 0.01f64..=1.0,
             long_window in 1usize..1_000,
             queue_size in 0usize..50,
             samples in prop::collection::vec(
@@ -718,6 +831,7 @@ mod tests {
                 .max(max)
                 .smoothing(smoothing)
                 .tolerance(tolerance)
+                .damping(damping)
                 .long_window(long_window)
                 .queue_size(queue_size);
             if let Some(floor) = floor {

@@ -16,8 +16,9 @@
 //!
 //! Recommended: [`Limiter::adaptive_default`](crate::Limiter::adaptive_default),
 //! which runs [`Gradient2::recommended`] behind [`Windowed`]: a slow start of
-//! 1.5 per round trip and a tolerance that follows the noise of the round
-//! trips down to 1.08 ([`Gradient2::tolerance_floor`]). It meets every target
+//! 1.5 per round trip, a tolerance that follows the noise of the round
+//! trips down to 1.08 ([`Gradient2::tolerance_floor`]) and steps near the
+//! knee made 0.3 of the way ([`Gradient2::damping`]). It meets every target
 //! of the simulation harness's original scenarios and, of issue 11's, a
 //! backend of 32 and of 128 workers far above the initial limit; one of 64
 //! (on three seeds of four), a small slow-only one below the initial limit

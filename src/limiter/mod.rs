@@ -115,7 +115,9 @@ impl Limiter {
     /// with a slow start of 1.5 per round trip
     /// ([`Gradient2::slow_start`](crate::adaptive::Gradient2::slow_start)),
     /// a tolerance that follows the noise of the round trips down to 1.08
-    /// ([`Gradient2::tolerance_floor`](crate::adaptive::Gradient2::tolerance_floor))
+    /// ([`Gradient2::tolerance_floor`](crate::adaptive::Gradient2::tolerance_floor)),
+    /// steps near the knee made 0.3 of the way
+    /// ([`Gradient2::damping`](crate::adaptive::Gradient2::damping))
     /// and the other defaults, starting at 10. The choice to make when you
     /// do not want to choose; see [`adaptive`](crate::adaptive) for the
     /// others.
