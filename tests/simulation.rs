@@ -336,7 +336,7 @@ macro_rules! targets {
 //   are damped (on 13 before: growth through the noise took it to the
 //   band's upper edge).
 // - stall: `aimd`, `gradient2`. The windowed ones come back in 20-22 round
-//   trips (target 20) with 0.86-0.90 of the goodput; `vegas` misses seed 2.
+//   trips (target 20) with 0.85-0.90 of the goodput; `vegas` misses seed 2.
 // - capacity-return: none (p99 3.7-10x the backend's during the drop).
 targets! {
     knee: Scenario::knee() => [aimd, vegas, gradient2, windowed_vegas, windowed_gradient2, recommended];

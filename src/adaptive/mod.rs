@@ -20,10 +20,10 @@
 //! trips down to 1.08 ([`Gradient2::tolerance_floor`]) and steps near the
 //! knee made 0.3 of the way ([`Gradient2::damping`]). It meets every target
 //! of the simulation harness's original scenarios and, of issue 11's, a
-//! backend of 32 and of 128 workers far above the initial limit; one of 64
-//! (on three seeds of four), a small slow-only one below the initial limit
-//! (on three of four), a stall and capacity coming back are not met yet by it
-//! (see the crate README for the figures). The formulas start from Netflix's
+//! backend of 32 and of 128 workers far above the initial limit and a small
+//! slow-only one below it; one of 64 (on three seeds of four), a stall and
+//! capacity coming back are not met yet by it (see the crate README for the
+//! figures). The formulas start from Netflix's
 //! concurrency-limits; where they differ, each type's docs say how and why.
 //!
 //! Each algorithm's formula, parameters and defaults are on its type.
