@@ -697,58 +697,52 @@ mod tests {
         assert_eq!((g.long_window, g.queue_size), (d.long_window, d.queue_size));
     }
 
+    /// The change of a limit of 12 (with `damping`) when, after round
+    /// trips of `rtt` (against a baseline of 100) that left it under-used,
+    /// one comes back at the limit.
+    fn step_at_the_limit(damping: f64, rtt: u64) -> f64 {
+        let c = Clock::new();
+        let mut g = Gradient2::new().initial(12).damping(damping);
+        let t = warm(&mut g, &c, 100);
+        // Under-used (5 of 12 in flight): the smoothed round trip follows,
+        // the limit holds.
+        for i in 1..=30 {
+            assert_eq!(g.update(&c.ok(t + i * 10, rtt, 5)), 12);
+        }
+        g.update(&c.ok(t + 310, rtt, 12));
+        limit(&g) - 12.0
+    }
+
     #[test]
     fn damping_makes_a_small_decrease_part_of_the_way_and_a_large_one_whole() {
-        let c = Clock::new();
-        let cut = |damping: f64, rtt: u64| {
-            let mut g = Gradient2::new().initial(12).damping(damping);
-            let t = warm(&mut g, &c, 100);
-            // Under-used (5 of 12 in flight): the smoothed round trip
-            // follows, the limit holds.
-            for i in 1..=30 {
-                assert_eq!(g.update(&c.ok(t + i * 10, rtt, 5)), 12);
-            }
-            g.update(&c.ok(t + 310, rtt, 12));
-            12.0 - limit(&g)
-        };
-        // Round trips 1.4 times the baseline at the limit, with the smoothed
-        // round trip still catching up: a small decrease (under 1.5
-        // requests), made 0.3 of the way.
-        let (whole, damped) = (cut(1.0, 140), cut(0.3, 140));
-        assert!(whole > 0.0 && whole < 1.5, "{whole}");
+        // Round trips 1.4 times the baseline, with the smoothed round trip
+        // still catching up: a small decrease (under 1.5 requests), made
+        // 0.3 of the way.
+        let (whole, damped) = (step_at_the_limit(1.0, 140), step_at_the_limit(0.3, 140));
+        assert!(whole < 0.0 && whole > -1.5, "{whole}");
         assert!(
             (damped - whole * 0.3).abs() < 1e-9,
             "{damped} against {whole}"
         );
         // Four times the baseline (capacity lost): made at once.
-        let (whole, damped) = (cut(1.0, 400), cut(0.3, 400));
-        assert!(whole > 2.4, "{whole}");
+        let (whole, damped) = (step_at_the_limit(1.0, 400), step_at_the_limit(0.3, 400));
+        assert!(whole < -2.4, "{whole}");
         assert_eq!(damped, whole);
     }
 
     #[test]
     fn damping_slows_growth_only_while_a_queue_shows() {
-        let c = Clock::new();
-        let grown = |damping: f64, rtt: u64| {
-            let mut g = Gradient2::new().initial(12).damping(damping);
-            let t = warm(&mut g, &c, 100);
-            for i in 1..=30 {
-                g.update(&c.ok(t + i * 10, rtt, 5));
-            }
-            g.update(&c.ok(t + 400, rtt, 12));
-            limit(&g) - 12.0
-        };
         // Round trips a fifth over the baseline, over the tolerance of 1.15:
         // a queue, smaller than the allowance, so the limit grows, 0.3 of
         // the way.
-        let (whole, damped) = (grown(1.0, 120), grown(0.3, 120));
+        let (whole, damped) = (step_at_the_limit(1.0, 120), step_at_the_limit(0.3, 120));
         assert!(whole > 0.0, "{whole}");
         assert!(
             (damped - whole * 0.3).abs() < 1e-9,
             "{damped} against {whole}"
         );
         // A tenth over, within the tolerance: no queue, growth at once.
-        let (whole, damped) = (grown(1.0, 110), grown(0.3, 110));
+        let (whole, damped) = (step_at_the_limit(1.0, 110), step_at_the_limit(0.3, 110));
         assert!(whole > 0.0, "{whole}");
         assert_eq!(damped, whole);
     }
