@@ -19,6 +19,7 @@ const BACKOFF: f64 = 0.9;
 const RECOMMENDED_SLOW_START: f64 = 1.5;
 /// The tolerance floor of [`Gradient2::recommended`].
 const RECOMMENDED_TOLERANCE_FLOOR: f64 = 1.08;
+/// The damping of [`Gradient2::recommended`].
 const RECOMMENDED_DAMPING: f64 = 0.3;
 /// A decrease is small, and [`Gradient2::damping`] applies to it, when it
 /// takes less than this many requests off the limit...
