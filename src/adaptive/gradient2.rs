@@ -443,8 +443,8 @@ impl LimitAlgorithm for Gradient2 {
             return self.apply(limit, limit);
         }
         let slower = rtt.max(own);
-        let queued = gradient(slower);
-        let target = limit * queued + queue;
+        let slower_gradient = gradient(slower);
+        let target = limit * slower_gradient + queue;
         if target <= limit {
             return self.apply(limit, limit);
         }
@@ -455,7 +455,7 @@ impl LimitAlgorithm for Gradient2 {
             slow_start(limit, self.slow_start, self.grew, sample).max(limit + queue)
         } else {
             let step = (target - limit).min(queue) * rounds_since(self.grew, sample);
-            if queued < 1.0 {
+            if slower_gradient < 1.0 {
                 // Near the knee: a queue shows, within the allowance.
                 limit + step * self.damping
             } else {

@@ -23,8 +23,8 @@
 //! backend of 32 and of 128 workers far above the initial limit and a small
 //! slow-only one below it; one of 64 (on three seeds of four), a stall and
 //! capacity coming back are not met yet by it (see the crate README for the
-//! figures). The formulas start from Netflix's
-//! concurrency-limits; where they differ, each type's docs say how and why.
+//! figures). The formulas start from Netflix's concurrency-limits; where
+//! they differ, each type's docs say how and why.
 //!
 //! Each algorithm's formula, parameters and defaults are on its type.
 //!
