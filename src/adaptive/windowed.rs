@@ -35,6 +35,11 @@ const RESERVOIR: usize = 512;
 /// trips (the last window's mean), if that is shorter than `min_window`.
 const WINDOW_RTTS: f64 = 1.25;
 
+/// The first window (with no last window to size it by) closes, with
+/// `min_samples`, once it spans this many of its own round trips (its
+/// mean), if that is shorter than `min_window`.
+const FIRST_WINDOW_RTTS: f64 = 3.0;
+
 /// A silence is longer than this many usual gaps between answers (and
 /// than a round trip).
 const SILENCE_GAPS: u32 = 4;
@@ -56,7 +61,13 @@ const SILENCE_GAPS: u32 = 4;
 ///   holds at least `min_samples` samples and spans at least `min_window`
 ///   or 1.25 round trips (the last window's mean), whichever is shorter
 ///   (from its first sample's `now` to this one's), or when it spans at
-///   least `max_window`, whatever its number of samples. A window of about
+///   least `max_window`, whatever its number of samples. The first window,
+///   with no last one to size it by, spans `min_window` or three of its
+///   own round trips (its mean so far), whichever is shorter: behind a
+///   backend of 20 ms round trips, the limit starts growing after 60 ms,
+///   not 100. Three, not 1.25: the first answers of a burst admitted at
+///   once are the fastest of it, so the first window's mean comes out
+///   short until its slow answers are in. A window of about
 ///   a round trip is what lets the inner algorithm grow as fast per round
 ///   trip as when it is fed every sample: its growth counts at most one
 ///   round trip per update.
@@ -107,7 +118,8 @@ const SILENCE_GAPS: u32 = 4;
 ///
 /// - **Windows**: Netflix's defaults are a window of 1 s (`min_window` =
 ///   `max_window`) and 10 samples, made for production round trips; the
-///   100 ms `min_window` here (or 1.25 round trips, if shorter) lets round
+///   100 ms `min_window` here (or 1.25 round trips, three for the first
+///   window, if shorter) lets round
 ///   trips of 1 to 100 ms move the limit about once per round trip under
 ///   load, while `max_window` still
 ///   bounds how long a lightly loaded limiter waits. Unlike Netflix (which
@@ -221,10 +233,12 @@ impl<A> Windowed<A> {
 
     fn should_close(&self, start: Instant, sample: &Sample) -> bool {
         let span = sample.now.saturating_duration_since(start);
-        let min_window = match self.last {
-            Some((rtt, _)) => rtt.mul_f64(WINDOW_RTTS).min(self.min_window),
-            None => self.min_window,
+        let rtts = match (self.last, self.window.stats()) {
+            (Some((rtt, _)), _) => Some(rtt.mul_f64(WINDOW_RTTS)),
+            (None, Some((rtt, _))) => Some(rtt.mul_f64(FIRST_WINDOW_RTTS)),
+            (None, None) => None,
         };
+        let min_window = rtts.map_or(self.min_window, |rtts| rtts.min(self.min_window));
         (self.window.rtts.count >= self.min_samples && span >= min_window)
             || span >= self.max_window
     }
@@ -455,42 +469,68 @@ mod tests {
     fn one_update_per_window_with_the_average() {
         let start = Instant::now();
         let mut w = Windowed::new(Recorder::default());
-        // Samples every 10 ms, rtt 1..=11 ms: the 10th (at 90 ms) is
-        // not yet min_window; the 11th (at 100 ms) closes the window.
+        // Samples every 10 ms, rtt 35..=45 ms: three of the window's own
+        // round trips (120 ms) are longer than min_window, so min_window
+        // decides: the 10th (at 90 ms) is not yet min_window; the 11th (at
+        // 100 ms) closes the window.
         for i in 0..10u32 {
-            let s = at(start, i * 10 * MS, (i + 1) * MS, i as usize);
+            let s = at(start, i * 10 * MS, (35 + i) * MS, i as usize);
             assert_eq!(w.update(&s), 100, "sample {i}");
         }
         assert!(w.inner().seen.is_empty());
-        assert_eq!(w.update(&at(start, 100 * MS, 11 * MS, 3)), 101);
+        assert_eq!(w.update(&at(start, 100 * MS, 45 * MS, 3)), 101);
         assert_eq!(
             w.inner().seen,
             [Sample {
-                rtt: 6 * MS, // (1 + ... + 11) / 11
+                rtt: 40 * MS, // (35 + ... + 45) / 11
                 in_flight: 9,
                 overload: false,
                 now: start + 100 * MS,
             }]
         );
         // The next window starts at its first sample, and needs to span
-        // only 1.25 round trips of the last one (7.5 ms): its fifth sample
+        // only 1.25 round trips of the last one (50 ms): its fifth sample
         // closes it.
         for i in 1..=4u32 {
             assert_eq!(w.update(&at(start, (100 + i * 10) * MS, 20 * MS, 1)), 101);
         }
-        assert_eq!(w.update(&at(start, 150 * MS, 40 * MS, 1)), 102);
+        assert_eq!(w.update(&at(start, 160 * MS, 40 * MS, 1)), 102);
         assert_eq!(w.inner().seen.len(), 2);
         // (80 + 40) / 5
         assert_eq!(w.inner().seen[1].rtt, 24 * MS);
         // With round trips as long as min_window, min_window decides.
         for i in 1..=4u32 {
-            assert_eq!(w.update(&at(start, (150 + i * 10) * MS, 200 * MS, 1)), 102);
+            assert_eq!(w.update(&at(start, (160 + i * 10) * MS, 200 * MS, 1)), 102);
         }
-        assert_eq!(w.update(&at(start, 200 * MS, 200 * MS, 1)), 103);
+        assert_eq!(w.update(&at(start, 210 * MS, 200 * MS, 1)), 103);
         for i in 1..=10u32 {
-            assert_eq!(w.update(&at(start, (200 + i * 10) * MS, 200 * MS, 1)), 103);
+            assert_eq!(w.update(&at(start, (210 + i * 10) * MS, 200 * MS, 1)), 103);
         }
-        assert_eq!(w.update(&at(start, 310 * MS, 200 * MS, 1)), 104);
+        assert_eq!(w.update(&at(start, 320 * MS, 200 * MS, 1)), 104);
+    }
+
+    #[test]
+    fn the_first_window_spans_three_of_its_own_round_trips() {
+        let start = Instant::now();
+        let mut w = Windowed::new(Recorder::default());
+        // 10 ms round trips every 5 ms: no last window to size it by, so
+        // the first closes once it spans three of its own (30 ms), not
+        // min_window (100 ms).
+        for i in 0..6u32 {
+            assert_eq!(
+                w.update(&at(start, i * 5 * MS, 10 * MS, 4)),
+                100,
+                "sample {i}"
+            );
+        }
+        assert_eq!(w.update(&at(start, 30 * MS, 10 * MS, 4)), 101);
+        assert_eq!(w.inner().seen.len(), 1);
+        assert_eq!(w.inner().seen[0].rtt, 10 * MS);
+        // min_samples still counts: two answers 40 ms apart are no window.
+        let mut w = Windowed::new(Recorder::default());
+        assert_eq!(w.update(&at(start, Duration::ZERO, 10 * MS, 4)), 100);
+        assert_eq!(w.update(&at(start, 40 * MS, 10 * MS, 4)), 100);
+        assert!(w.inner().seen.is_empty());
     }
 
     #[test]
@@ -523,9 +563,9 @@ mod tests {
             .min_window(Duration::from_secs(5))
             .max_window(200 * MS);
         for i in 0..20u32 {
-            w.update(&at(start, i * 10 * MS, MS, 1));
+            w.update(&at(start, i * 10 * MS, 100 * MS, 1));
         }
-        assert_eq!(w.update(&at(start, 200 * MS, MS, 1)), 101);
+        assert_eq!(w.update(&at(start, 200 * MS, 100 * MS, 1)), 101);
         assert_eq!(w.inner().seen.len(), 1);
     }
 
