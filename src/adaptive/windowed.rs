@@ -67,10 +67,10 @@ const SILENCE_GAPS: u32 = 4;
 ///   backend of 20 ms round trips, the limit starts growing after 60 ms,
 ///   not 100. Three, not 1.25: the first answers of a burst admitted at
 ///   once are the fastest of it, so the first window's mean comes out
-///   short until its slow answers are in. A window of about
-///   a round trip is what lets the inner algorithm grow as fast per round
-///   trip as when it is fed every sample: its growth counts at most one
-///   round trip per update.
+///   short until its slow answers are in. A window of about a round trip is
+///   what lets the inner algorithm grow as fast per round trip as when it
+///   is fed every sample: its growth counts at most one round trip per
+///   update.
 /// - **A silence is news.** A success that comes after a silence longer
 ///   than the round trip (the mean of the open window, or of the last one)
 ///   and than four times the usual gap between answers (in that window)
@@ -119,10 +119,9 @@ const SILENCE_GAPS: u32 = 4;
 /// - **Windows**: Netflix's defaults are a window of 1 s (`min_window` =
 ///   `max_window`) and 10 samples, made for production round trips; the
 ///   100 ms `min_window` here (or 1.25 round trips, three for the first
-///   window, if shorter) lets round
-///   trips of 1 to 100 ms move the limit about once per round trip under
-///   load, while `max_window` still
-///   bounds how long a lightly loaded limiter waits. Unlike Netflix (which
+///   window, if shorter) lets round trips of 1 to 100 ms move the limit
+///   about once per round trip under load, while `max_window` still bounds
+///   how long a lightly loaded limiter waits. Unlike Netflix (which
 ///   discards a window with too few samples), a window at `max_window` is
 ///   used however few samples it holds.
 /// - **`min_samples` is 5, not 10**: when a backend loses most of its
@@ -233,10 +232,12 @@ impl<A> Windowed<A> {
 
     fn should_close(&self, start: Instant, sample: &Sample) -> bool {
         let span = sample.now.saturating_duration_since(start);
-        let rtts = match (self.last, self.window.stats()) {
-            (Some((rtt, _)), _) => Some(rtt.mul_f64(WINDOW_RTTS)),
-            (None, Some((rtt, _))) => Some(rtt.mul_f64(FIRST_WINDOW_RTTS)),
-            (None, None) => None,
+        let rtts = match self.last {
+            Some((rtt, _)) => Some(rtt.mul_f64(WINDOW_RTTS)),
+            None => self
+                .window
+                .stats()
+                .map(|(rtt, _)| rtt.mul_f64(FIRST_WINDOW_RTTS)),
         };
         let min_window = rtts.map_or(self.min_window, |rtts| rtts.min(self.min_window));
         (self.window.rtts.count >= self.min_samples && span >= min_window)
