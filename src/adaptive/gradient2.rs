@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use super::aimd::{reached, rounds_since, slow_start, Overloads};
 use super::baseline::{probe_level, RttFilter, QUIET};
-use super::vegas::CALM_ROUNDS;
+use super::calm::Falls;
 use super::{check, LimitAlgorithm, Sample};
 
 /// The smallest gradient: a decrease keeps at least this share.
@@ -61,7 +61,8 @@ const SMALL_CUT_SHARE: f64 = 0.2;
 /// g = gradient(max(rtt, own)), L * g + queue_size <= L:
 ///                              hold
 /// otherwise, if max(rtt, own) <= baseline * 17/16 and no decrease for
-/// 20 round trips:              new = max(L * slow_start ^ min(1, dt / rtt), L + queue_size)
+/// 20 round trips (8 after a collapse):
+///                              new = max(L * slow_start ^ min(1, dt / rtt), L + queue_size)
 /// otherwise:                   new = L + min(L * g + queue_size - L, queue_size) * min(1, dt / rtt),
 ///                              the step times damping if g < 1
 ///
@@ -140,7 +141,12 @@ const SMALL_CUT_SHARE: f64 = 0.2;
 ///   compounded per sample), so large limits are found in tens of round
 ///   trips, not hundreds (behind [`Windowed`](super::Windowed) with a slow
 ///   start of 1.5, as [`Limiter::adaptive_default`](crate::Limiter::adaptive_default)
-///   runs it, in about ten).
+///   runs it, in about ten). After a collapse (a run of decreases, begun
+///   after a calm spell, that took the limit below half of where it was:
+///   a stall, capacity lost) the slow start waits 8 round trips, not 20:
+///   round trips back at the baseline then say that capacity came back,
+///   and the limit regrows in a few round trips instead of a step per
+///   round trip (as in [`Vegas`](super::Vegas)).
 /// - **Overload** is a multiplicative decrease with a ceiling, shared with
 ///   the other algorithms (see "Overload" on [`Aimd`](super::Aimd)).
 ///   Netflix's `Gradient2Limit` ignores drops.
@@ -171,7 +177,7 @@ pub struct Gradient2 {
     /// When the limit last grew.
     grew: Option<Instant>,
     /// When the limit last fell, on delay or overload.
-    fell: Option<Instant>,
+    falls: Falls,
     overloads: Overloads,
 }
 
@@ -191,7 +197,7 @@ impl Default for Gradient2 {
             limit: None,
             rtts: RttFilter::default(),
             grew: None,
-            fell: None,
+            falls: Falls::default(),
             overloads: Overloads::default(),
         }
     }
@@ -390,8 +396,9 @@ impl LimitAlgorithm for Gradient2 {
         let limit = self.limit.unwrap_or_else(|| self.initial_limit() as f64);
 
         if sample.overload {
-            self.fell = Some(sample.now);
             let next = self.overloads.overload(limit, BACKOFF, sample);
+            let round = self.rtts.baseline();
+            self.falls.fell(limit, next, sample.now, round);
             return self.apply(limit, next);
         }
 
@@ -428,13 +435,14 @@ impl LimitAlgorithm for Gradient2 {
         if g < 1.0 && !provisional {
             let target = measured * g + queue;
             if target < limit {
-                self.fell = Some(sample.now);
                 let cut = limit - target;
                 let cut = if cut < SMALL_CUT && cut < limit * SMALL_CUT_SHARE {
                     cut * self.damping
                 } else {
                     cut
                 };
+                self.falls
+                    .fell(limit, limit - cut, sample.now, Some(baseline));
                 return self.apply(limit, limit - cut);
             }
         }
@@ -448,9 +456,7 @@ impl LimitAlgorithm for Gradient2 {
         if target <= limit {
             return self.apply(limit, limit);
         }
-        let calm = self.fell.is_none_or(|at| {
-            sample.now.saturating_duration_since(at).as_secs_f64() >= CALM_ROUNDS * baseline
-        });
+        let calm = self.falls.calm(sample.now, baseline);
         let grown = if calm && slower <= baseline * (1.0 + 1.0 / 16.0) {
             slow_start(limit, self.slow_start, self.grew, sample).max(limit + queue)
         } else {
@@ -615,9 +621,10 @@ mod tests {
         let c = Clock::new();
         let mut g = Gradient2::new().initial(40);
         let t = warm(&mut g, &c, 100);
-        g.update(&c.ok(t + 300, 300, 40));
+        g.update(&c.ok(t + 300, 200, 40));
         let l = limit(&g);
-        assert!(l < 30.0, "{l}");
+        // A decrease, but not below half: no collapse.
+        assert!(l > 20.0 && l < 30.0, "{l}");
         // No queue again: queue_size per round trip, not L / 8, until 20
         // round trips (2 s) after the decrease.
         let mut at = t + 2_050;
@@ -633,6 +640,36 @@ mod tests {
         let before = limit(&g);
         g.update(&c.ok(at, 100, 80));
         assert!((limit(&g) - before - before / 8.0).abs() < EPS);
+    }
+
+    #[test]
+    fn after_a_collapse_growth_is_fast_again_after_eight_round_trips() {
+        let c = Clock::new();
+        let mut g = Gradient2::new().initial(40);
+        let t = warm(&mut g, &c, 100);
+        // The answers of a stall take the limit below half of 40.
+        g.update(&c.ok(t + 300, 300, 40));
+        let l = limit(&g);
+        assert!(l < 20.0, "{l}");
+        // Round trips back at the baseline, every 10 ms, at the limit:
+        // queue_size (1) per round trip (0.1 per answer) for 8 round trips
+        // (800 ms) after the decrease, then a slow start (an eighth per
+        // round trip: more than 0.2 per answer at 16 and above) once the
+        // smoothed round trip, raised by the 300 ms answer, is back within
+        // a sixteenth of the baseline too (not 20 round trips, 2 s).
+        let mut fast = None;
+        for at in (t + 310..t + 1_500).step_by(10) {
+            let before = limit(&g);
+            g.update(&c.ok(at, 100, 80));
+            let step = limit(&g) - before;
+            if at < t + 300 + 800 {
+                assert!(step <= 0.1 + EPS, "{step} at {}", at - t - 300);
+            } else if step > 0.2 {
+                fast.get_or_insert(at - t - 300);
+            }
+        }
+        let fast = fast.expect("a slow start within 1.2 s of the decrease");
+        assert!((800..1_000).contains(&fast), "{fast}");
     }
 
     #[test]

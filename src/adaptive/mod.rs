@@ -83,6 +83,7 @@
 
 mod aimd;
 mod baseline;
+mod calm;
 mod check;
 mod classify;
 #[cfg(test)]

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use super::aimd::{reached, rounds_since, slow_start, Overloads};
 use super::baseline::{probe_level, RttFilter, QUIET};
+use super::calm::Falls;
 use super::rng::XorShift;
 use super::{check, LimitAlgorithm, Sample};
 
@@ -17,8 +18,6 @@ const BACKOFF: f64 = 0.9;
 /// A decrease on delay keeps at least this share of the in-flight count
 /// it was measured at.
 const MIN_KEPT: f64 = 0.25;
-/// Fast growth waits this many baseline round trips after a decrease.
-pub(super) const CALM_ROUNDS: f64 = 20.0;
 
 /// A delay-based limit after TCP Vegas and Netflix concurrency-limits'
 /// `VegasLimit`.
@@ -51,7 +50,8 @@ pub(super) const CALM_ROUNDS: f64 = 20.0;
 /// in_flight < floor(L):          hold        (the limit was not reached)
 /// q = queue(L, max(rtt, own)) >= alpha(L):
 ///                                hold        (alpha <= queue: enough queued)
-/// otherwise, if q <= L / 16 and no decrease for 20 round trips:
+/// otherwise, if q <= L / 16 and no decrease for 20 round trips (8 after
+/// a collapse):
 ///                                new = L * slow_start ^ min(1, dt / rtt)
 /// otherwise:                     new = L + min(1, dt / rtt)
 ///
@@ -147,7 +147,13 @@ pub(super) const CALM_ROUNDS: f64 = 20.0;
 ///   trips it is a slow start, multiplying the limit by `slow_start` per
 ///   round trip (compounded per sample, so that per-sample updates and one
 ///   update per [`Windowed`](super::Windowed) window of about a round trip
-///   grow alike); else one per round trip (as TCP Vegas).
+///   grow alike); else one per round trip (as TCP Vegas). After a collapse
+///   (a run of decreases, begun after a calm spell, that took the limit
+///   below half of where it was: a stall, capacity lost) the slow start
+///   waits 8 round trips instead of 20: the limit is then far below what
+///   the backend took a moment ago, and round trips back at the baseline
+///   say that it takes it again; a step per round trip would take tens of
+///   round trips to get there.
 /// - **Decreases are proportional** (to the estimated served count plus
 ///   the middle of the band, measured at the sample's own in-flight count)
 ///   rather than `-log10 L` per sample: when the backend loses three quarters of its
@@ -198,7 +204,7 @@ pub struct Vegas {
     /// When the limit last grew.
     grew: Option<Instant>,
     /// When the limit last fell, on delay or overload.
-    fell: Option<Instant>,
+    falls: Falls,
     overloads: Overloads,
 }
 
@@ -218,7 +224,7 @@ impl Default for Vegas {
             probe_jitter,
             rng,
             grew: None,
-            fell: None,
+            falls: Falls::default(),
             overloads: Overloads::default(),
         }
     }
@@ -341,8 +347,9 @@ impl LimitAlgorithm for Vegas {
         let limit = self.limit.unwrap_or_else(|| self.initial_limit() as f64);
 
         if sample.overload {
-            self.fell = Some(sample.now);
             let next = self.overloads.overload(limit, BACKOFF, sample);
+            let round = self.rtts.baseline();
+            self.falls.fell(limit, next, sample.now, round);
             return self.apply(limit, next);
         }
 
@@ -379,7 +386,7 @@ impl LimitAlgorithm for Vegas {
             let band = (alpha(measured) + beta(measured)) / 2.0;
             let target = (measured - queued + band).max(measured * MIN_KEPT);
             if target < limit {
-                self.fell = Some(sample.now);
+                self.falls.fell(limit, target, sample.now, Some(noload));
                 return self.apply(limit, target);
             }
             return self.apply(limit, limit);
@@ -392,9 +399,7 @@ impl LimitAlgorithm for Vegas {
         if queued >= alpha(limit) {
             return self.apply(limit, limit);
         }
-        let calm = self.fell.is_none_or(|at| {
-            sample.now.saturating_duration_since(at).as_secs_f64() >= CALM_ROUNDS * noload
-        });
+        let calm = self.falls.calm(sample.now, noload);
         let grown = if calm && queued <= limit / 16.0 {
             slow_start(limit, self.slow_start, self.grew, sample)
         } else {
