@@ -456,9 +456,13 @@ impl LimitAlgorithm for Gradient2 {
         if target <= limit {
             return self.apply(limit, limit);
         }
-        let calm = self.falls.calm(sample.now, baseline);
-        let grown = if calm && slower <= baseline * (1.0 + 1.0 / 16.0) {
-            slow_start(limit, self.slow_start, self.grew, sample).max(limit + queue)
+        let ceiling = self.falls.slow_start_ceiling(sample.now, baseline);
+        let grown = if let Some(ceiling) =
+            ceiling.filter(|ceiling| *ceiling > limit && slower <= baseline * (1.0 + 1.0 / 16.0))
+        {
+            slow_start(limit, self.slow_start, self.grew, sample)
+                .min(ceiling)
+                .max(limit + queue)
         } else {
             let step = (target - limit).min(queue) * rounds_since(self.grew, sample);
             if slower_gradient < 1.0 {

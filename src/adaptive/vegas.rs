@@ -399,9 +399,11 @@ impl LimitAlgorithm for Vegas {
         if queued >= alpha(limit) {
             return self.apply(limit, limit);
         }
-        let calm = self.falls.calm(sample.now, noload);
-        let grown = if calm && queued <= limit / 16.0 {
-            slow_start(limit, self.slow_start, self.grew, sample)
+        let ceiling = self.falls.slow_start_ceiling(sample.now, noload);
+        let grown = if let Some(ceiling) =
+            ceiling.filter(|ceiling| *ceiling > limit && queued <= limit / 16.0)
+        {
+            slow_start(limit, self.slow_start, self.grew, sample).min(ceiling)
         } else {
             limit + rounds_since(self.grew, sample)
         };
