@@ -337,9 +337,9 @@ macro_rules! targets {
 //   band's upper edge).
 // - stall: `aimd`, `gradient2`. Since a collapse waits 8 calm round trips
 //   for a slow start instead of 20, the windowed Vegas and Gradient2 meet it
-//   on 10-14 of 30 seeds (0-9 before), `recommended` on seeds 1, 3 and 4 of
-//   1-4 (seed 2: 0.86 of the best fixed goodput, target 0.9); `vegas`
-//   misses seed 2.
+//   on 13-14 of 30 seeds (8-9 before) and `recommended` on 7 (0 before;
+//   seeds 1 and 3 of 1-4, the others 0.85-0.87 of the best fixed goodput,
+//   target 0.9); `vegas` misses seed 2.
 // - capacity-return: none (p99 3.7-10x the backend's during the drop).
 targets! {
     knee: Scenario::knee() => [aimd, vegas, gradient2, windowed_vegas, windowed_gradient2, recommended];

@@ -61,7 +61,7 @@ const SMALL_CUT_SHARE: f64 = 0.2;
 /// g = gradient(max(rtt, own)), L * g + queue_size <= L:
 ///                              hold
 /// otherwise, if max(rtt, own) <= baseline * 17/16 and no decrease for
-/// 20 round trips (8 after a collapse):
+/// 20 round trips (8 after a collapse, up to where it was):
 ///                              new = max(L * slow_start ^ min(1, dt / rtt), L + queue_size)
 /// otherwise:                   new = L + min(L * g + queue_size - L, queue_size) * min(1, dt / rtt),
 ///                              the step times damping if g < 1
@@ -141,12 +141,13 @@ const SMALL_CUT_SHARE: f64 = 0.2;
 ///   compounded per sample), so large limits are found in tens of round
 ///   trips, not hundreds (behind [`Windowed`](super::Windowed) with a slow
 ///   start of 1.5, as [`Limiter::adaptive_default`](crate::Limiter::adaptive_default)
-///   runs it, in about ten). After a collapse (a run of decreases, begun
-///   after a calm spell, that took the limit below half of where it was:
-///   a stall, capacity lost) the slow start waits 8 round trips, not 20:
-///   round trips back at the baseline then say that capacity came back,
-///   and the limit regrows in a few round trips instead of a step per
-///   round trip (as in [`Vegas`](super::Vegas)).
+///   runs it, in about ten). After a collapse (a fall below half of where
+///   the limit was at most 8 round trips before: a stall, capacity lost)
+///   the slow start waits 8 round trips, not 20, and goes only back to
+///   that level until the 20 have passed: round trips back at the
+///   baseline then say that capacity came back, and the limit regrows in a
+///   few round trips instead of a step per round trip (as in
+///   [`Vegas`](super::Vegas)).
 /// - **Overload** is a multiplicative decrease with a ceiling, shared with
 ///   the other algorithms (see "Overload" on [`Aimd`](super::Aimd)).
 ///   Netflix's `Gradient2Limit` ignores drops.

@@ -51,7 +51,7 @@ const MIN_KEPT: f64 = 0.25;
 /// q = queue(L, max(rtt, own)) >= alpha(L):
 ///                                hold        (alpha <= queue: enough queued)
 /// otherwise, if q <= L / 16 and no decrease for 20 round trips (8 after
-/// a collapse):
+/// a collapse, up to where it was):
 ///                                new = L * slow_start ^ min(1, dt / rtt)
 /// otherwise:                     new = L + min(1, dt / rtt)
 ///
@@ -148,12 +148,12 @@ const MIN_KEPT: f64 = 0.25;
 ///   round trip (compounded per sample, so that per-sample updates and one
 ///   update per [`Windowed`](super::Windowed) window of about a round trip
 ///   grow alike); else one per round trip (as TCP Vegas). After a collapse
-///   (a run of decreases, begun after a calm spell, that took the limit
-///   below half of where it was: a stall, capacity lost) the slow start
-///   waits 8 round trips instead of 20: the limit is then far below what
-///   the backend took a moment ago, and round trips back at the baseline
-///   say that it takes it again; a step per round trip would take tens of
-///   round trips to get there.
+///   (a fall below half of where the limit was at most 8 round trips
+///   before: a stall, capacity lost) the slow start waits 8 round trips
+///   instead of 20, and goes only back to that level until the 20 have
+///   passed: the limit is then far below what the backend took a moment
+///   ago, and round trips back at the baseline say that it takes it again;
+///   a step per round trip would take tens of round trips to get there.
 /// - **Decreases are proportional** (to the estimated served count plus
 ///   the middle of the band, measured at the sample's own in-flight count)
 ///   rather than `-log10 L` per sample: when the backend loses three quarters of its
