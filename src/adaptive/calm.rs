@@ -59,36 +59,33 @@ impl Falls {
         self.last = Some(now);
     }
 
-    /// How far a slow start may take the limit at `now`, counting in
-    /// round trips of `round` seconds: anywhere once it has been calm for
-    /// [`CALM_ROUNDS`], back to where it was before a collapse once it has
-    /// been calm for [`CALM_ROUNDS_AFTER_COLLAPSE`] after it, and nowhere
-    /// (`None`) otherwise.
-    pub(super) fn slow_start_ceiling(&self, now: Instant, round: f64) -> Option<f64> {
-        if self.calm_for(CALM_ROUNDS, now, Some(round)) {
-            return Some(f64::INFINITY);
-        }
-        match self.peak {
-            Some((_, peak))
-                if self.collapsed
-                    && self.calm_for(CALM_ROUNDS_AFTER_COLLAPSE, now, Some(round)) =>
-            {
-                Some(peak)
+    /// How far a slow start may take the limit, `limit` now, at `now`,
+    /// counting in round trips of `round` seconds: anywhere once it has
+    /// been calm for [`CALM_ROUNDS`], back to where it was before a
+    /// collapse once it has been calm for [`CALM_ROUNDS_AFTER_COLLAPSE`]
+    /// after it, and nowhere (`None`) otherwise, or if that is not above
+    /// `limit`.
+    pub(super) fn slow_start_ceiling(&self, now: Instant, round: f64, limit: f64) -> Option<f64> {
+        let ceiling = if self.calm_for(CALM_ROUNDS, now, round) {
+            f64::INFINITY
+        } else {
+            match self.peak {
+                Some((_, peak))
+                    if self.collapsed && self.calm_for(CALM_ROUNDS_AFTER_COLLAPSE, now, round) =>
+                {
+                    peak
+                }
+                _ => return None,
             }
-            _ => None,
-        }
+        };
+        (ceiling > limit).then_some(ceiling)
     }
 
     /// Whether `rounds` round trips of `round` passed since the last fall
     /// (or the limit never fell).
-    fn calm_for(&self, rounds: f64, now: Instant, round: Option<f64>) -> bool {
-        match (self.last, round) {
-            (None, _) => true,
-            (Some(at), Some(round)) => {
-                now.saturating_duration_since(at).as_secs_f64() >= rounds * round
-            }
-            (Some(_), None) => false,
-        }
+    fn calm_for(&self, rounds: f64, now: Instant, round: f64) -> bool {
+        self.last
+            .is_none_or(|at| now.saturating_duration_since(at).as_secs_f64() >= rounds * round)
     }
 }
 
@@ -106,11 +103,11 @@ mod tests {
     fn a_decrease_waits_twenty_round_trips() {
         let c = Clock::new();
         let mut f = Falls::default();
-        assert_eq!(f.slow_start_ceiling(c.0, ROUND), Some(f64::INFINITY));
+        assert_eq!(f.slow_start_ceiling(c.0, ROUND, 1.0), Some(f64::INFINITY));
         f.fell(20.0, 15.0, c.0, Some(ROUND));
-        assert_eq!(f.slow_start_ceiling(c.0 + 999 * MS, ROUND), None);
+        assert_eq!(f.slow_start_ceiling(c.0 + 999 * MS, ROUND, 1.0), None);
         assert_eq!(
-            f.slow_start_ceiling(c.0 + 1000 * MS, ROUND),
+            f.slow_start_ceiling(c.0 + 1000 * MS, ROUND, 1.0),
             Some(f64::INFINITY)
         );
     }
@@ -123,18 +120,18 @@ mod tests {
         // to 9: under half of where it was within 8 round trips.
         f.fell(20.0, 12.0, c.0, Some(ROUND));
         f.fell(12.0, 9.0, c.0 + 250 * MS, Some(ROUND));
-        assert_eq!(f.slow_start_ceiling(c.0 + 649 * MS, ROUND), None);
+        assert_eq!(f.slow_start_ceiling(c.0 + 649 * MS, ROUND, 1.0), None);
         // Back to 20 after 8 round trips, anywhere after 20.
-        assert_eq!(f.slow_start_ceiling(c.0 + 650 * MS, ROUND), Some(20.0));
+        assert_eq!(f.slow_start_ceiling(c.0 + 650 * MS, ROUND, 1.0), Some(20.0));
         assert_eq!(
-            f.slow_start_ceiling(c.0 + 1250 * MS, ROUND),
+            f.slow_start_ceiling(c.0 + 1250 * MS, ROUND, 1.0),
             Some(f64::INFINITY)
         );
         // A small decrease later is no collapse: 20 round trips again.
         f.fell(16.0, 15.0, c.0 + 2000 * MS, Some(ROUND));
-        assert_eq!(f.slow_start_ceiling(c.0 + 2500 * MS, ROUND), None);
+        assert_eq!(f.slow_start_ceiling(c.0 + 2500 * MS, ROUND, 1.0), None);
         assert_eq!(
-            f.slow_start_ceiling(c.0 + 3000 * MS, ROUND),
+            f.slow_start_ceiling(c.0 + 3000 * MS, ROUND, 1.0),
             Some(f64::INFINITY)
         );
     }
@@ -150,9 +147,12 @@ mod tests {
             f.fell(limit, limit - 1.0, c.0 + i * 250 * MS, Some(ROUND));
             limit -= 1.0;
         }
-        assert_eq!(f.slow_start_ceiling(c.0 + (2500 + 999) * MS, ROUND), None);
+        assert_eq!(
+            f.slow_start_ceiling(c.0 + (2500 + 999) * MS, ROUND, 1.0),
+            None
+        );
         assert!(f
-            .slow_start_ceiling(c.0 + (2500 + 1000) * MS, ROUND)
+            .slow_start_ceiling(c.0 + (2500 + 1000) * MS, ROUND, 1.0)
             .is_some());
     }
 
@@ -163,7 +163,7 @@ mod tests {
         // Overloads before any round trip is known: 10 to 9, then to 4.
         f.fell(10.0, 9.0, c.0, None);
         f.fell(9.0, 4.0, c.0 + 10 * MS, None);
-        assert_eq!(f.slow_start_ceiling(c.0 + 409 * MS, ROUND), None);
-        assert_eq!(f.slow_start_ceiling(c.0 + 410 * MS, ROUND), Some(10.0));
+        assert_eq!(f.slow_start_ceiling(c.0 + 409 * MS, ROUND, 1.0), None);
+        assert_eq!(f.slow_start_ceiling(c.0 + 410 * MS, ROUND, 1.0), Some(10.0));
     }
 }

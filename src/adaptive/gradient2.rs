@@ -457,22 +457,21 @@ impl LimitAlgorithm for Gradient2 {
         if target <= limit {
             return self.apply(limit, limit);
         }
-        let ceiling = self.falls.slow_start_ceiling(sample.now, baseline);
-        let grown = if let Some(ceiling) =
-            ceiling.filter(|ceiling| *ceiling > limit && slower <= baseline * (1.0 + 1.0 / 16.0))
-        {
-            slow_start(limit, self.slow_start, self.grew, sample)
-                .min(ceiling)
-                .max(limit + queue)
-        } else {
-            let step = (target - limit).min(queue) * rounds_since(self.grew, sample);
-            if slower_gradient < 1.0 {
-                // Near the knee: a queue shows, within the allowance.
-                limit + step * self.damping
+        let ceiling = self.falls.slow_start_ceiling(sample.now, baseline, limit);
+        let grown =
+            if let Some(ceiling) = ceiling.filter(|_| slower <= baseline * (1.0 + 1.0 / 16.0)) {
+                slow_start(limit, self.slow_start, self.grew, sample)
+                    .min(ceiling)
+                    .max(limit + queue)
             } else {
-                limit + step
-            }
-        };
+                let step = (target - limit).min(queue) * rounds_since(self.grew, sample);
+                if slower_gradient < 1.0 {
+                    // Near the knee: a queue shows, within the allowance.
+                    limit + step * self.damping
+                } else {
+                    limit + step
+                }
+            };
         let grown = self.overloads.cap(limit, grown, sample.now);
         if grown > limit {
             self.grew = Some(sample.now);

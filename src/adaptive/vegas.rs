@@ -399,10 +399,8 @@ impl LimitAlgorithm for Vegas {
         if queued >= alpha(limit) {
             return self.apply(limit, limit);
         }
-        let ceiling = self.falls.slow_start_ceiling(sample.now, noload);
-        let grown = if let Some(ceiling) =
-            ceiling.filter(|ceiling| *ceiling > limit && queued <= limit / 16.0)
-        {
+        let ceiling = self.falls.slow_start_ceiling(sample.now, noload, limit);
+        let grown = if let Some(ceiling) = ceiling.filter(|_| queued <= limit / 16.0) {
             slow_start(limit, self.slow_start, self.grew, sample).min(ceiling)
         } else {
             limit + rounds_since(self.grew, sample)
