@@ -86,6 +86,9 @@ pub(super) struct RttFilter {
     /// The mean of two no-load round trips that agreed with the smoothed
     /// round trip: the baseline until the slow average has one.
     pair: Option<f64>,
+    /// When the current interval's first two no-load round trips that
+    /// agreed with each other came back (see [`settled`](Self::settled)).
+    pair_since: Option<Instant>,
     probe: Probe,
 }
 
@@ -139,6 +142,10 @@ const OWN_ROUNDS: f64 = 2.0;
 /// Two no-load answers agree with the smoothed round trip when it is
 /// within this share above their mean.
 const AGREE: f64 = 1.0 / 8.0;
+/// Two no-load answers that agreed with the smoothed round trip for this
+/// many of their round trips are trusted when it rises above them later
+/// (see [`RttFilter::settled`]).
+const SETTLED_ROUNDS: f64 = SLOW_ROUNDS;
 
 /// Count, sum and sum of squares of round trips, in seconds.
 #[derive(Debug, Clone, Copy, Default)]
@@ -211,6 +218,7 @@ impl RttFilter {
                     self.quiet_previous = self.quiet_trusted;
                     self.quiet_trusted = None;
                     self.quiet = Moments::default();
+                    self.pair_since = None;
                     self.probe = Probe::Idle;
                     true
                 } else {
@@ -262,12 +270,16 @@ impl RttFilter {
     /// while they agree with the smoothed round trip (it is within
     /// [`AGREE`] above their mean: no queue either way), until the slow
     /// average has one; if that agrees too, it takes over. When they
-    /// disagree, two answers are a small sample against many: a probe
+    /// disagree soon, two answers are a small sample against many: a probe
     /// holds the limit at [`QUIET`] until [`PROBE_SAMPLES`] no-load answers
     /// came back (or [`PROBE_ROUNDS`] of their round trips passed, and
     /// [`OWN_ROUNDS`] since its first own answer); their
     /// mean is trusted if it is precise, and if not the slow average alone
-    /// decides in this interval. One probe per interval.
+    /// decides in this interval. One probe per interval. When they
+    /// disagree only after agreeing for [`SETTLED_ROUNDS`] of their round
+    /// trips, and the no-load answers are precise, a queue built since
+    /// (the slow start's overshoot, more load): their mean is trusted
+    /// without a probe (see [`settled`](Self::settled)).
     ///
     /// The requests in flight when a probe begins come back first, later
     /// the longer the queue they found, and a window of them (under
@@ -312,6 +324,7 @@ impl RttFilter {
                         match (self.quiet.precise_mean(2, PAIR_PRECISION), slow) {
                             (Some(mean), _) => {
                                 self.pair = Some(mean);
+                                self.pair_since = Some(now);
                                 short <= mean * (1.0 + AGREE)
                             }
                             // No pair that agrees with itself, and the slow
@@ -329,6 +342,11 @@ impl RttFilter {
                     return false;
                 }
                 self.pair = None;
+                if let Some(mean) = self.settled(now) {
+                    self.quiet_trusted = Some(mean);
+                    self.probe = Probe::Done;
+                    return false;
+                }
                 self.probe = Probe::Holding {
                     began: now,
                     drain: self.short.value.unwrap_or(0.0),
@@ -365,6 +383,20 @@ impl RttFilter {
     /// average per sample, so only a caller that reads it asks for it).
     pub(super) fn track_spread(&mut self) {
         self.spread.get_or_insert_with(Ema::default);
+    }
+
+    /// The mean of this interval's no-load round trips, if it can be
+    /// trusted without a probe when the round trips disagree with it: the
+    /// first two agreed with the smoothed round trip for
+    /// [`SETTLED_ROUNDS`] of their round trips (so the disagreement is a
+    /// queue that built since, as a slow start's overshoot or more load
+    /// builds, not two lucky answers) and the mean is within
+    /// [`QUIET_PRECISION`].
+    fn settled(&self, now: Instant) -> Option<f64> {
+        let since = self.pair_since?;
+        let mean = self.quiet.precise_mean(2, QUIET_PRECISION)?;
+        let agreed = now.saturating_duration_since(since).as_secs_f64();
+        (agreed >= SETTLED_ROUNDS * mean).then_some(mean)
     }
 
     /// The round trip now, averaged over about two round trips.
@@ -563,6 +595,42 @@ mod tests {
         assert_eq!(f.probe, Probe::Done);
         let b = f.baseline().unwrap();
         assert!(b > 0.1 && b < 0.102, "{b}");
+    }
+
+    /// Two no-load answers of `first` and `second` ms at 0 and 10 ms,
+    /// loaded answers of 112 ms (within an eighth of them) every 10 ms
+    /// until `rise` ms, then 300 ms ones (a queue) until 1000 ms: answers
+    /// whether a probe began.
+    fn agree_then_rise(first: u64, second: u64, rise: u64) -> (RttFilter, bool) {
+        let c = Clock::new();
+        let mut f = RttFilter::default();
+        let mut probed = feed(&mut f, &c, 0, first, true);
+        probed |= feed(&mut f, &c, 10, second, true);
+        for at in (20..1000).step_by(10) {
+            let rtt = if at < rise { 112 } else { 300 };
+            probed |= feed(&mut f, &c, at, rtt, false);
+        }
+        (f, probed)
+    }
+
+    #[test]
+    fn no_load_answers_that_agreed_for_eight_round_trips_are_trusted_when_a_queue_builds() {
+        // A mean of 102 ms: agreed from 10 ms to 830 ms, eight of its
+        // round trips (826 ms) and more, before the queue: no probe.
+        let (f, probed) = agree_then_rise(100, 104, 830);
+        assert!(!probed);
+        assert_eq!(f.probe, Probe::Done);
+        assert!((f.quiet_trusted.unwrap() - 0.102).abs() < EPS);
+        assert!((f.baseline().unwrap() - 0.102).abs() < EPS);
+        assert!(!f.is_provisional());
+        // A queue after less than eight of them: a probe, as before.
+        let (f, probed) = agree_then_rise(100, 104, 500);
+        assert!(probed);
+        assert_eq!(f.quiet_trusted, None);
+        // Answers of 95 and 110 ms agree with each other within a tenth,
+        // not within a twentieth: a probe, however long they agreed.
+        let (_, probed) = agree_then_rise(95, 110, 830);
+        assert!(probed);
     }
 
     #[test]

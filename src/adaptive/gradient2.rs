@@ -39,7 +39,8 @@ const SMALL_CUT_SHARE: f64 = 0.2;
 /// With `L` the current limit, `rtt` the smoothed round trip, `own` the
 /// sample's own and `baseline` the no-load round trip (both kept as in
 /// [`Vegas`](super::Vegas): time-weighted moving averages, the baseline
-/// measured on no-load answers, probed when they disagree with the rest,
+/// measured on no-load answers, probed when they disagree with the rest
+/// soon after they came,
 /// and otherwise the lowest slow average over one to two intervals of
 /// `long_window` round trips; see "Round trips" there), and
 ///

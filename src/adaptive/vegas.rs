@@ -107,7 +107,11 @@ const MIN_KEPT: f64 = 0.25;
 ///   lower), and if not the slow average alone decides. So a start far
 ///   above the backend's capacity is corrected within a few round trips
 ///   instead of being learnt as the no-load latency. One probe per
-///   interval; six precise no-load answers (light load) need none.
+///   interval; six precise no-load answers (light load) need none, and
+///   neither do two that agreed with the smoothed round trip for eight of
+///   their round trips before it rose above them, if their standard error
+///   is within 5%: that rise is a queue built since (the slow start's
+///   overshoot, more load), and their mean is `rtt_noload`.
 ///
 /// `rtt_noload` is the lowest of these; with none yet the limit holds.
 ///
