@@ -87,8 +87,10 @@ pub(super) struct RttFilter {
     /// round trip: the baseline until the slow average has one.
     pair: Option<f64>,
     /// When the current interval's first two no-load round trips that
-    /// agreed with each other came back (see [`settled`](Self::settled)).
+    /// agreed with each other came back, and the lowest smoothed round
+    /// trip while it agreed with them (see [`settled`](Self::settled)).
     pair_since: Option<Instant>,
+    agreeing_low: Option<f64>,
     probe: Probe,
 }
 
@@ -219,6 +221,7 @@ impl RttFilter {
                     self.quiet_trusted = None;
                     self.quiet = Moments::default();
                     self.pair_since = None;
+                    self.agreeing_low = None;
                     self.probe = Probe::Idle;
                     true
                 } else {
@@ -278,8 +281,9 @@ impl RttFilter {
     /// decides in this interval. One probe per interval. When they
     /// disagree only after agreeing for [`SETTLED_ROUNDS`] of their round
     /// trips, and the no-load answers are precise, a queue built since
-    /// (the slow start's overshoot, more load): their mean is trusted
-    /// without a probe (see [`settled`](Self::settled)).
+    /// (the slow start's overshoot, more load): their mean (or the
+    /// smoothed round trip while they agreed) is trusted without a probe
+    /// (see [`settled`](Self::settled)).
     ///
     /// The requests in flight when a probe begins come back first, later
     /// the longer the queue they found, and a window of them (under
@@ -313,6 +317,8 @@ impl RttFilter {
                     (Some(pair), None) => {
                         let short = self.short.value.unwrap_or(pair);
                         if short <= pair * (1.0 + AGREE) {
+                            self.agreeing_low =
+                                Some(self.agreeing_low.map_or(short, |low| low.min(short)));
                             return false;
                         }
                         false
@@ -325,6 +331,7 @@ impl RttFilter {
                             (Some(mean), _) => {
                                 self.pair = Some(mean);
                                 self.pair_since = Some(now);
+                                self.agreeing_low = None;
                                 short <= mean * (1.0 + AGREE)
                             }
                             // No pair that agrees with itself, and the slow
@@ -342,8 +349,8 @@ impl RttFilter {
                     return false;
                 }
                 self.pair = None;
-                if let Some(mean) = self.settled(now) {
-                    self.quiet_trusted = Some(mean);
+                if let Some(settled) = self.settled(now) {
+                    self.quiet_trusted = Some(settled);
                     self.probe = Probe::Done;
                     return false;
                 }
@@ -385,18 +392,22 @@ impl RttFilter {
         self.spread.get_or_insert_with(Ema::default);
     }
 
-    /// The mean of this interval's no-load round trips, if it can be
-    /// trusted without a probe when the round trips disagree with it: the
-    /// first two agreed with the smoothed round trip for
-    /// [`SETTLED_ROUNDS`] of their round trips (so the disagreement is a
-    /// queue that built since, as a slow start's overshoot or more load
-    /// builds, not two lucky answers) and the mean is within
-    /// [`QUIET_PRECISION`].
+    /// The no-load round trip to trust without a probe when the round trips
+    /// disagree with this interval's no-load answers, if the first two
+    /// agreed with the smoothed round trip for [`SETTLED_ROUNDS`] of their
+    /// round trips (so the disagreement is a queue that built since, as a
+    /// slow start's overshoot or more load builds, not two lucky answers)
+    /// and their mean is within [`QUIET_PRECISION`]: that mean, or the
+    /// lowest smoothed round trip while it agreed with them if higher (two
+    /// answers can both come out low; many round trips with no queue in
+    /// sight bound the no-load round trip from above, and are what a
+    /// queue is to be measured against).
     fn settled(&self, now: Instant) -> Option<f64> {
         let since = self.pair_since?;
         let mean = self.quiet.precise_mean(2, QUIET_PRECISION)?;
         let agreed = now.saturating_duration_since(since).as_secs_f64();
-        (agreed >= SETTLED_ROUNDS * mean).then_some(mean)
+        (agreed >= SETTLED_ROUNDS * mean)
+            .then(|| self.agreeing_low.map_or(mean, |low| low.max(mean)))
     }
 
     /// The round trip now, averaged over about two round trips.
@@ -616,12 +627,16 @@ mod tests {
     #[test]
     fn no_load_answers_that_agreed_for_eight_round_trips_are_trusted_when_a_queue_builds() {
         // A mean of 102 ms: agreed from 10 ms to 830 ms, eight of its
-        // round trips (826 ms) and more, before the queue: no probe.
+        // round trips (826 ms) and more, before the queue: no probe. The
+        // smoothed round trip, moving from 102 ms to 112 ms, was higher than
+        // the two all along: its lowest while agreeing is trusted.
         let (f, probed) = agree_then_rise(100, 104, 830);
         assert!(!probed);
         assert_eq!(f.probe, Probe::Done);
-        assert!((f.quiet_trusted.unwrap() - 0.102).abs() < EPS);
-        assert!((f.baseline().unwrap() - 0.102).abs() < EPS);
+        let low = f.agreeing_low.unwrap();
+        assert!(low > 0.102 && low < 0.112, "{low}");
+        assert_eq!(f.quiet_trusted, Some(low));
+        assert_eq!(f.baseline(), Some(low));
         assert!(!f.is_provisional());
         // A queue after less than eight of them: a probe, as before.
         let (f, probed) = agree_then_rise(100, 104, 500);

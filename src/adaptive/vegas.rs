@@ -111,7 +111,9 @@ const MIN_KEPT: f64 = 0.25;
 ///   neither do two that agreed with the smoothed round trip for eight of
 ///   their round trips before it rose above them, if their standard error
 ///   is within 5%: that rise is a queue built since (the slow start's
-///   overshoot, more load), and their mean is `rtt_noload`.
+///   overshoot, more load), and their mean is `rtt_noload` (or the lowest
+///   smoothed round trip while they agreed, if higher: two answers can
+///   both come out low).
 ///
 /// `rtt_noload` is the lowest of these; with none yet the limit holds.
 ///
