@@ -611,7 +611,7 @@ mod tests {
     /// Two no-load answers of `first` and `second` ms at 0 and 10 ms,
     /// loaded answers of 112 ms (within an eighth of them) every 10 ms
     /// until `rise` ms, then 300 ms ones (a queue) until 1000 ms: answers
-    /// whether a probe began.
+    /// the filter and whether a probe began.
     fn agree_then_rise(first: u64, second: u64, rise: u64) -> (RttFilter, bool) {
         let c = Clock::new();
         let mut f = RttFilter::default();
