@@ -86,12 +86,20 @@ pub(super) struct RttFilter {
     /// The mean of two no-load round trips that agreed with the smoothed
     /// round trip: the baseline until the slow average has one.
     pair: Option<f64>,
-    /// When the current interval's first two no-load round trips that
-    /// agreed with each other came back, and the lowest smoothed round
-    /// trip while it agreed with them (see [`settled`](Self::settled)).
-    pair_since: Option<Instant>,
-    agreeing_low: Option<f64>,
+    /// Since the current interval's pair came (see
+    /// [`settled`](Self::settled)).
+    agreement: Option<Agreement>,
     probe: Probe,
+}
+
+/// What the smoothed round trip did since the interval's first two no-load
+/// round trips that agreed with each other came back.
+#[derive(Debug, Clone, Copy)]
+struct Agreement {
+    /// When they came back.
+    since: Instant,
+    /// The lowest smoothed round trip while it agreed with them.
+    low: Option<f64>,
 }
 
 /// The probe of the current interval (see [`RttFilter::probe`]).
@@ -220,8 +228,7 @@ impl RttFilter {
                     self.quiet_previous = self.quiet_trusted;
                     self.quiet_trusted = None;
                     self.quiet = Moments::default();
-                    self.pair_since = None;
-                    self.agreeing_low = None;
+                    self.agreement = None;
                     self.probe = Probe::Idle;
                     true
                 } else {
@@ -317,8 +324,10 @@ impl RttFilter {
                     (Some(pair), None) => {
                         let short = self.short.value.unwrap_or(pair);
                         if short <= pair * (1.0 + AGREE) {
-                            self.agreeing_low =
-                                Some(self.agreeing_low.map_or(short, |low| low.min(short)));
+                            if let Some(agreement) = &mut self.agreement {
+                                agreement.low =
+                                    Some(agreement.low.map_or(short, |low| low.min(short)));
+                            }
                             return false;
                         }
                         false
@@ -330,8 +339,10 @@ impl RttFilter {
                         match (self.quiet.precise_mean(2, PAIR_PRECISION), slow) {
                             (Some(mean), _) => {
                                 self.pair = Some(mean);
-                                self.pair_since = Some(now);
-                                self.agreeing_low = None;
+                                self.agreement = Some(Agreement {
+                                    since: now,
+                                    low: None,
+                                });
                                 short <= mean * (1.0 + AGREE)
                             }
                             // No pair that agrees with itself, and the slow
@@ -403,11 +414,10 @@ impl RttFilter {
     /// sight bound the no-load round trip from above, and are what a
     /// queue is to be measured against).
     fn settled(&self, now: Instant) -> Option<f64> {
-        let since = self.pair_since?;
+        let Agreement { since, low } = self.agreement?;
         let mean = self.quiet.precise_mean(2, QUIET_PRECISION)?;
         let agreed = now.saturating_duration_since(since).as_secs_f64();
-        (agreed >= SETTLED_ROUNDS * mean)
-            .then(|| self.agreeing_low.map_or(mean, |low| low.max(mean)))
+        (agreed >= SETTLED_ROUNDS * mean).then(|| low.map_or(mean, |low| low.max(mean)))
     }
 
     /// The round trip now, averaged over about two round trips.
@@ -633,7 +643,7 @@ mod tests {
         let (f, probed) = agree_then_rise(100, 104, 830);
         assert!(!probed);
         assert_eq!(f.probe, Probe::Done);
-        let low = f.agreeing_low.unwrap();
+        let low = f.agreement.and_then(|a| a.low).unwrap();
         assert!(low > 0.102 && low < 0.112, "{low}");
         assert_eq!(f.quiet_trusted, Some(low));
         assert_eq!(f.baseline(), Some(low));
