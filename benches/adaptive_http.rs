@@ -36,6 +36,9 @@
 //! ADAPTIVE_HTTP_SETTLE=1 cargo bench --bench adaptive_http  # only the settling cells
 //! ```
 //!
+//! `ADAPTIVE_HTTP_CELLS=16x10,64x40` measures other backends (`workers x
+//! service ms`, both kinds of cell each, and their settling cells) instead.
+//!
 //! `ADAPTIVE_HTTP_TRACE=1` also prints each settling run's limit every
 //! 100 ms (`ms:limit`), to stderr.
 
@@ -375,6 +378,25 @@ fn exponential_gap(rng: &mut u64, rate: f64) -> Duration {
     Duration::from_secs_f64(-(1.0 - unit).ln() / rate)
 }
 
+/// The backends measured: `workers × service ms`, from
+/// `ADAPTIVE_HTTP_CELLS` (such as `16x10,64x40`) or else 8 × 5 and 32 × 20.
+fn shapes() -> Vec<(usize, u64)> {
+    let Ok(list) = std::env::var("ADAPTIVE_HTTP_CELLS") else {
+        return vec![(8, 5), (32, 20)];
+    };
+    list.split(',')
+        .map(|shape| {
+            let parsed = shape.trim().split_once('x').and_then(|(w, s)| {
+                let workers: usize = w.parse().ok().filter(|&w| w >= 4)?;
+                Some((workers, s.parse().ok().filter(|&s| s > 0)?))
+            });
+            parsed.unwrap_or_else(|| {
+                panic!("ADAPTIVE_HTTP_CELLS: {shape:?} is not `workers x ms` (workers at least 4)")
+            })
+        })
+        .collect()
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values[values.len() / 2]
@@ -406,7 +428,7 @@ fn settle_cells(runtime: &tokio::runtime::Runtime, quick: bool, rounds: usize) {
          a backend that only slows, Poisson load at 1.5x; {rounds} round(s), medians; run {length:?}): \
          time until the limit stays within +-25% of capacity x unloaded rtt"
     );
-    for (workers, service) in [(8, 5), (32, 20)] {
+    for (workers, service) in shapes() {
         let cell = Cell {
             workers,
             service: Duration::from_millis(service),
@@ -451,28 +473,16 @@ fn settle_cells(runtime: &tokio::runtime::Runtime, quick: bool, rounds: usize) {
 
 /// The goodput cells: steady and capacity step, against the peers.
 fn goodput_cells(runtime: &tokio::runtime::Runtime, quick: bool, rounds: usize) {
-    let cells = [
-        Cell {
-            workers: 8,
-            service: Duration::from_millis(5),
-            step: false,
-        },
-        Cell {
-            workers: 8,
-            service: Duration::from_millis(5),
-            step: true,
-        },
-        Cell {
-            workers: 32,
-            service: Duration::from_millis(20),
-            step: false,
-        },
-        Cell {
-            workers: 32,
-            service: Duration::from_millis(20),
-            step: true,
-        },
-    ];
+    let cells: Vec<Cell> = shapes()
+        .into_iter()
+        .flat_map(|(workers, service)| {
+            [false, true].map(|step| Cell {
+                workers,
+                service: Duration::from_millis(service),
+                step,
+            })
+        })
+        .collect();
     println!(
         "adaptive limits over loopback HTTP: open-loop Poisson at 2x capacity, {} ms deadline, \
          refusing at the limit; {} round(s), medians; goodput as a share of the best fixed \
