@@ -339,10 +339,12 @@ macro_rules! targets {
 //   band's upper edge).
 // - stall: `aimd`, `gradient2`. Since a collapse waits 8 calm round trips
 //   for a slow start instead of 20, the windowed Vegas and Gradient2 meet it
-//   on 13-14 of 30 seeds (8-9 before) and `recommended` on 7 (0 before;
-//   seeds 1 and 3 of 1-4, the others 0.85-0.87 of the best fixed goodput,
-//   target 0.9); `vegas` misses seed 2.
-// - capacity-return: none (p99 3.7-10x the backend's during the drop).
+//   on 13-14 of 30 seeds (8-9 before) and `recommended` on 9 (0 before
+//   that rule, 7 before the falls that follow a collapse were counted as
+//   part of it; seeds 1, 3 and 4 of 1-4, seed 2 0.86 of the best fixed
+//   goodput, target 0.9); `vegas` misses seed 2.
+// - capacity-return: none (p99 3.7-10x the backend's during the drop);
+//   without that target, `recommended` (below).
 targets! {
     knee: Scenario::knee() => [aimd, vegas, gradient2, windowed_vegas, windowed_gradient2, recommended];
     capacity_step: Scenario::capacity_step() => [vegas, windowed_vegas, windowed_gradient2, recommended];
@@ -361,4 +363,25 @@ targets! {
     large_128: Scenario::large(128) => [recommended];
     small_slow: Scenario::small_slow() => [recommended];
     stall: Scenario::stall() => [aimd, gradient2];
+}
+
+/// capacity-return's settling targets: within 50 round trips of each
+/// change and, as the scenario adds, within 20. No algorithm meets its p99
+/// target (the queue that the drop to a quarter of the workers leaves
+/// behind: 4-6x the backend's own p99 for `recommended`), and
+/// `recommended` reaches 0.898 of the best fixed goodput on seed 1 (0.90
+/// and more on seeds 2-4), so those two are left out. Before room to grow
+/// ended the wait for a slow start, after capacity came back the limit
+/// climbed a step per window for 20 round trips after the last small
+/// decrease at the knee of the smaller backend: back in the band after
+/// 26.6-28.6 round trips on seeds 2-4 (and 0.85-0.90 of the best fixed
+/// goodput on seeds 1-4).
+#[test]
+fn capacity_return_recommended_regrows_within_twenty_round_trips() {
+    let mut scenario = Scenario::capacity_return();
+    scenario
+        .expect
+        .checks
+        .retain(|c| c.figure == Figure::SettleRtts);
+    assert_targets(scenario, algorithm("recommended"));
 }

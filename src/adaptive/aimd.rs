@@ -75,6 +75,19 @@ const BASELINE_ROUNDS: u32 = 1000;
 ///   seen at the client's deadline, it keeps the limit from running past
 ///   the refused count faster than the deadline can report it. The cap is
 ///   dropped once it has risen to twice the refused count.
+/// - **A queue's tail** (Vegas and Gradient2): a deadline miss while the
+///   successes' smoothed round trip shows a queue, and within one to two
+///   of it, is the tail of that queue (requests admitted behind the rest
+///   when the backend lost capacity), and its in-flight count is weak
+///   evidence of where the backend's limit lies. A ceiling set by such
+///   overloads alone is lifted once the round trips show room to grow
+///   (five round trips in a row of samples at the limit without a queue,
+///   more when they are noisy):
+///   after a capacity drop it would otherwise hold the limit near the
+///   smaller backend's level for seconds after the capacity came back,
+///   rising one step per two deadlines. A quick refusal, or a request lost
+///   while the answers come back at their usual latency (a black hole),
+///   is no queue's tail, and its ceiling stays as above.
 ///
 /// # Parameters
 ///
@@ -269,7 +282,7 @@ impl LimitAlgorithm for Aimd {
     fn update(&mut self, sample: &Sample) -> usize {
         let limit = self.limit.unwrap_or_else(|| self.initial_limit() as f64);
         if sample.overload {
-            let next = self.overloads.overload(limit, self.backoff, sample);
+            let next = self.overloads.overload(limit, self.backoff, sample, false);
             return self.set(next);
         }
         if self.over_budget(sample, limit) {
@@ -280,7 +293,7 @@ impl LimitAlgorithm for Aimd {
             return self.set(limit);
         }
         let grown = limit + rounds_since(self.grew, sample);
-        let grown = self.overloads.cap(limit, grown, sample.now);
+        let grown = self.overloads.cap(limit, grown, sample.now, false);
         if grown > limit {
             self.grew = Some(sample.now);
         }
@@ -356,6 +369,9 @@ struct Ceiling {
     at: f64,
     /// The in-flight count the backend refused, less one.
     refused: f64,
+    /// Whether every overload behind it was the tail of a queue the
+    /// successes showed: then room to grow lifts it.
+    weak: bool,
 }
 
 impl Overloads {
@@ -383,8 +399,16 @@ impl Overloads {
         (true, limit * EPISODE_FLOOR)
     }
 
-    /// An overload at `limit`: the new limit.
-    pub(super) fn overload(&mut self, limit: f64, backoff: f64, sample: &Sample) -> f64 {
+    /// An overload at `limit`: the new limit. `queue_tail`: whether it was
+    /// the tail of a queue the successes showed (see
+    /// [`RttFilter::queue_tail`](super::baseline::RttFilter::queue_tail)).
+    pub(super) fn overload(
+        &mut self,
+        limit: f64,
+        backoff: f64,
+        sample: &Sample,
+        queue_tail: bool,
+    ) -> f64 {
         let (new, floor) = self.episode(limit, sample);
         let decreased = (limit * backoff).max(floor);
         if (sample.in_flight as f64) * 2.0 < limit {
@@ -398,10 +422,12 @@ impl Overloads {
             Some(c) if !new => Ceiling {
                 at: c.at.min(refused),
                 refused: c.refused.min(refused),
+                weak: c.weak && queue_tail,
             },
             _ => Ceiling {
                 at: refused,
                 refused,
+                weak: queue_tail,
             },
         };
         self.ceiling = Some(ceiling);
@@ -418,11 +444,18 @@ impl Overloads {
         }
     }
 
-    /// Growth from `limit` to `grown`, as far as the ceiling allows.
-    pub(super) fn cap(&mut self, limit: f64, grown: f64, now: Instant) -> f64 {
+    /// Growth from `limit` to `grown`, as far as the ceiling allows;
+    /// `room`: the round trips have shown room to grow (see
+    /// [`Falls::room`](super::calm::Falls::room)), which lifts a weak
+    /// ceiling.
+    pub(super) fn cap(&mut self, limit: f64, grown: f64, now: Instant, room: bool) -> f64 {
         let Some(c) = self.ceiling else {
             return grown;
         };
+        if room && c.weak {
+            self.ceiling = None;
+            return grown;
+        }
         if grown <= c.at {
             return grown;
         }
@@ -638,6 +671,31 @@ mod tests {
         // episode's floor of 15).
         assert_eq!(a.update(&c.over(60, 100, 20)), 7);
         assert_eq!(a.overloads.ceiling.unwrap().refused, 7.0);
+    }
+
+    #[test]
+    fn a_ceiling_from_the_tail_of_a_queue_is_lifted_by_room_to_grow() {
+        let c = Clock::new();
+        let at = |ms: u64| c.0 + Duration::from_millis(ms);
+        // Deadline misses with 30 in flight, the tail of a queue the
+        // successes show: a ceiling at 29 all the same...
+        let mut o = Overloads::default();
+        assert_eq!(o.overload(40.0, 0.9, &c.over(0, 100, 30), true), 29.0);
+        assert_eq!(o.cap(29.0, 40.0, at(100), false), 29.0);
+        // ...but a weak one: room to grow lifts it, hold or not.
+        assert_eq!(o.cap(29.0, 40.0, at(100), true), 40.0);
+        assert!(o.ceiling.is_none());
+        // One overload of the episode that was no queue's tail (a quick
+        // refusal) makes it strong: room does not lift it.
+        let mut o = Overloads::default();
+        o.overload(40.0, 0.9, &c.over(0, 100, 30), true);
+        assert_eq!(o.overload(36.0, 0.9, &c.over(10, 5, 31), false), 29.0);
+        assert_eq!(o.cap(29.0, 40.0, at(100), true), 29.0);
+        assert_eq!(o.cap(29.0, 40.0, at(1_000), true), 30.0);
+        // Aimd, which has no latency to show a queue, never lifts one.
+        let mut a = Aimd::new().initial(40);
+        a.update(&c.over(0, 100, 30));
+        assert!(!a.overloads.ceiling.unwrap().weak);
     }
 
     #[test]

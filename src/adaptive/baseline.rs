@@ -69,10 +69,8 @@ pub(super) struct RttFilter {
     short: Ema,
     slow: Ema,
     /// The squared relative deviation of each round trip from the smoothed
-    /// one before it, averaged over as long as the smoothed round trip;
-    /// kept only for a caller that reads it (see
-    /// [`track_spread`](Self::track_spread)).
-    spread: Option<Ema>,
+    /// one before it, averaged over as long as the smoothed round trip.
+    spread: Ema,
     /// When the current interval began, its minimum, and the previous one's.
     mins: Option<(Instant, f64, f64)>,
     /// Round trips that could not have queued (see
@@ -198,12 +196,10 @@ impl RttFilter {
         };
         self.at = Some(now);
         let round = self.short.value.unwrap_or(x);
-        if let (Some(spread), Some(short)) = (
-            &mut self.spread,
-            self.short.value.filter(|short| *short > 0.0),
-        ) {
+        if let Some(short) = self.short.value.filter(|short| *short > 0.0) {
             let deviation = x / short - 1.0;
-            spread.add(deviation * deviation, dt, SHORT_ROUNDS * round);
+            self.spread
+                .add(deviation * deviation, dt, SHORT_ROUNDS * round);
         }
         self.short.add(x, dt, SHORT_ROUNDS * round);
         self.slow.add(x, dt, SLOW_ROUNDS * round);
@@ -394,13 +390,7 @@ impl RttFilter {
     /// last two round trips or so (for [`Windowed`](super::Windowed), of
     /// its windows' round trips). `None` before the second round trip.
     pub(super) fn spread(&self) -> Option<f64> {
-        self.spread.as_ref()?.value.map(f64::sqrt)
-    }
-
-    /// Keeps the [`spread`](Self::spread) from now on (it costs a moving
-    /// average per sample, so only a caller that reads it asks for it).
-    pub(super) fn track_spread(&mut self) {
-        self.spread.get_or_insert_with(Ema::default);
+        self.spread.value.map(f64::sqrt)
     }
 
     /// The no-load round trip to trust without a probe when the round trips
@@ -448,6 +438,26 @@ impl RttFilter {
             (s, q) => q.or(self.pair).or(s),
         }
     }
+
+    /// Whether the overload `sample` is the tail of a queue the successes
+    /// show: the smoothed round trip shows a queue (`shows_queue(rtt,
+    /// baseline)`, in seconds), and the overload took between one and two
+    /// of it (a deadline missed by requests that queued behind the rest,
+    /// not a quick refusal, nor a request lost while the answers come
+    /// back at their usual latency). Its in-flight count then says how
+    /// long the queue was, not where the backend's limit lies (see
+    /// "Overload" on [`Aimd`](super::Aimd)).
+    pub(super) fn queue_tail(
+        &self,
+        sample: &Sample,
+        shows_queue: impl FnOnce(f64, f64) -> bool,
+    ) -> bool {
+        let (Some(rtt), Some(baseline)) = (self.short(), self.baseline()) else {
+            return false;
+        };
+        let own = sample.rtt.as_secs_f64();
+        (rtt..=2.0 * rtt).contains(&own) && shows_queue(rtt, baseline)
+    }
 }
 
 #[cfg(test)]
@@ -458,6 +468,33 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
     const EPS: f64 = 1e-9;
+
+    #[test]
+    fn an_overload_within_one_to_two_round_trips_of_a_queue_is_its_tail() {
+        let c = Clock::new();
+        let mut f = RttFilter::default();
+        let queue = |rtt: f64, baseline: f64| rtt > 1.5 * baseline;
+        // Nothing measured yet: no queue to be the tail of.
+        assert!(!f.queue_tail(&c.over(0, 100, 30), queue));
+        // A baseline of 40 ms (six precise no-load answers), the round
+        // trips at 80.
+        for _ in 0..6 {
+            f.no_load(40 * MS);
+        }
+        f.add(80 * MS, c.0, 1000.0);
+        assert!((f.baseline().unwrap() - 0.04).abs() < EPS);
+        assert!((f.short().unwrap() - 0.08).abs() < EPS);
+        // A deadline of 100 ms missed: the queue's tail.
+        assert!(f.queue_tail(&c.over(10, 100, 30), queue));
+        assert!(f.queue_tail(&c.over(10, 80, 30), queue));
+        assert!(f.queue_tail(&c.over(10, 160, 30), queue));
+        // A quick refusal, or a request lost for longer than two round
+        // trips, is not.
+        assert!(!f.queue_tail(&c.over(10, 5, 30), queue));
+        assert!(!f.queue_tail(&c.over(10, 161, 30), queue));
+        // Nor is a deadline miss while the round trips show no queue.
+        assert!(!f.queue_tail(&c.over(10, 100, 30), |_, _| false));
+    }
 
     #[test]
     fn averages_are_time_weighted_and_start_as_plain_means() {
@@ -486,7 +523,6 @@ mod tests {
         let c = Clock::new();
         let mut f = RttFilter::default();
         assert_eq!(f.spread(), None);
-        f.track_spread();
         f.add(100 * MS, c.0, 1000.0);
         assert_eq!(f.spread(), None);
         // 100 ms after 100 ms: no spread.

@@ -62,7 +62,10 @@ const SMALL_CUT_SHARE: f64 = 0.2;
 /// g = gradient(max(rtt, own)), L * g + queue_size <= L:
 ///                              hold
 /// otherwise, if max(rtt, own) <= baseline * 17/16 and no decrease for
-/// 20 round trips (8 after a collapse, up to where it was):
+/// 20 round trips (8 after a collapse, up to where it was), or every
+/// sample at the limit within a sixteenth of the baseline for 5 (room:
+/// `5 * max(1, 16 * spread)` with the noisy round trips' spread; after a
+/// collapse, up to where it was):
 ///                              new = max(L * slow_start ^ min(1, dt / rtt), L + queue_size)
 /// otherwise:                   new = L + min(L * g + queue_size - L, queue_size) * min(1, dt / rtt),
 ///                              the step times damping if g < 1
@@ -148,7 +151,13 @@ const SMALL_CUT_SHARE: f64 = 0.2;
 ///   that level until the 20 have passed: round trips back at the
 ///   baseline then say that capacity came back, and the limit regrows in a
 ///   few round trips instead of a step per round trip (as in
-///   [`Vegas`](super::Vegas)).
+///   [`Vegas`](super::Vegas)). So does **room**: five round trips in a row
+///   of samples that reached the limit within a sixteenth of the baseline
+///   (near the knee a step or two shows the queue again and breaks the
+///   run; round trips whose spread exceeds that sixteenth pass the test by
+///   chance, and need a run as many times longer), after which a deadline miss's ceiling set in a queue is lifted
+///   too: when capacity comes back after a long stay at a lower knee,
+///   whose small decreases kept the 20 round trips from ever passing.
 /// - **Overload** is a multiplicative decrease with a ceiling, shared with
 ///   the other algorithms (see "Overload" on [`Aimd`](super::Aimd)).
 ///   Netflix's `Gradient2Limit` ignores drops.
@@ -314,7 +323,6 @@ impl Gradient2 {
     #[must_use]
     pub fn tolerance_floor(mut self, floor: f64) -> Self {
         self.tolerance_floor = Some(check::at_least_one("Gradient2", "tolerance_floor", floor));
-        self.rtts.track_spread();
         self
     }
 
@@ -398,7 +406,11 @@ impl LimitAlgorithm for Gradient2 {
         let limit = self.limit.unwrap_or_else(|| self.initial_limit() as f64);
 
         if sample.overload {
-            let next = self.overloads.overload(limit, BACKOFF, sample);
+            let tolerance = self.tolerance_now();
+            let tail = self
+                .rtts
+                .queue_tail(sample, |rtt, baseline| rtt > tolerance * baseline);
+            let next = self.overloads.overload(limit, BACKOFF, sample, tail);
             let round = self.rtts.baseline();
             self.falls.fell(limit, next, sample.now, round);
             return self.apply(limit, next);
@@ -453,27 +465,32 @@ impl LimitAlgorithm for Gradient2 {
             return self.apply(limit, limit);
         }
         let slower = rtt.max(own);
+        let no_queue = slower <= baseline * (1.0 + 1.0 / 16.0);
+        self.falls.reached(sample.now, !no_queue);
         let slower_gradient = gradient(slower);
         let target = limit * slower_gradient + queue;
         if target <= limit {
             return self.apply(limit, limit);
         }
-        let ceiling = self.falls.slow_start_ceiling(sample.now, baseline, limit);
-        let grown =
-            if let Some(ceiling) = ceiling.filter(|_| slower <= baseline * (1.0 + 1.0 / 16.0)) {
-                slow_start(limit, self.slow_start, self.grew, sample)
-                    .min(ceiling)
-                    .max(limit + queue)
+        let spread = self.rtts.spread();
+        let ceiling = self
+            .falls
+            .slow_start_ceiling(sample.now, baseline, spread, limit);
+        let grown = if let Some(ceiling) = ceiling.filter(|_| no_queue) {
+            slow_start(limit, self.slow_start, self.grew, sample)
+                .min(ceiling)
+                .max(limit + queue)
+        } else {
+            let step = (target - limit).min(queue) * rounds_since(self.grew, sample);
+            if slower_gradient < 1.0 {
+                // Near the knee: a queue shows, within the allowance.
+                limit + step * self.damping
             } else {
-                let step = (target - limit).min(queue) * rounds_since(self.grew, sample);
-                if slower_gradient < 1.0 {
-                    // Near the knee: a queue shows, within the allowance.
-                    limit + step * self.damping
-                } else {
-                    limit + step
-                }
-            };
-        let grown = self.overloads.cap(limit, grown, sample.now);
+                limit + step
+            }
+        };
+        let room = self.falls.room(sample.now, baseline, spread);
+        let grown = self.overloads.cap(limit, grown, sample.now, room);
         if grown > limit {
             self.grew = Some(sample.now);
         }
@@ -675,6 +692,47 @@ mod tests {
         }
         let fast = fast.expect("a slow start within 1.2 s of the decrease");
         assert!((800..1_000).contains(&fast), "{fast}");
+    }
+
+    #[test]
+    fn five_round_trips_of_room_end_the_wait_after_a_decrease() {
+        let c = Clock::new();
+        // After a decrease that is no collapse, round trips every 10 ms at
+        // the limit, back at the baseline (100 ms) but for one of 110 ms
+        // (a short queue: within the tolerance, not within a sixteenth)
+        // every `queue_every` answers: when do two fast steps in a row come
+        // (more than a queue_size step, 0.1 per answer; the first step
+        // after a hold may be larger, up to queue_size)?
+        let first_fast = |queue_every: u64| {
+            let mut fast_before = false;
+            let mut g = Gradient2::new().initial(40);
+            let t = warm(&mut g, &c, 100);
+            g.update(&c.ok(t + 300, 150, 40));
+            let l = limit(&g);
+            assert!((20.0..38.0).contains(&l), "{l}");
+            for at in (t + 310..t + 3_000).step_by(10) {
+                let before = limit(&g);
+                let rtt = if (at / 10) % queue_every == 0 {
+                    110
+                } else {
+                    100
+                };
+                g.update(&c.ok(at, rtt, 200));
+                let fast = limit(&g) - before > 0.2;
+                if fast && fast_before {
+                    return Some(at - t - 300);
+                }
+                fast_before = fast;
+            }
+            None
+        };
+        // Room for five round trips once the smoothed round trip is back
+        // within a sixteenth (about 370 ms): not the 20 round trips (2 s).
+        let fast = first_fast(u64::MAX).expect("a slow start");
+        assert!((800..1_000).contains(&fast), "{fast}");
+        // A short queue every 400 ms breaks every run: the 20 round trips.
+        let fast = first_fast(40).expect("a slow start");
+        assert!((2_000..2_100).contains(&fast), "{fast}");
     }
 
     #[test]

@@ -51,7 +51,9 @@ const MIN_KEPT: f64 = 0.25;
 /// q = queue(L, max(rtt, own)) >= alpha(L):
 ///                                hold        (alpha <= queue: enough queued)
 /// otherwise, if q <= L / 16 and no decrease for 20 round trips (8 after
-/// a collapse, up to where it was):
+/// a collapse, up to where it was), or q <= L / 16 in every sample at
+/// the limit for 5 (room: `5 * max(1, 16 * spread)` with the spread of
+/// the round trips; after a collapse, up to where it was):
 ///                                new = L * slow_start ^ min(1, dt / rtt)
 /// otherwise:                     new = L + min(1, dt / rtt)
 ///
@@ -160,6 +162,14 @@ const MIN_KEPT: f64 = 0.25;
 ///   passed: the limit is then far below what the backend took a moment
 ///   ago, and round trips back at the baseline say that it takes it again;
 ///   a step per round trip would take tens of round trips to get there.
+///   Five round trips in a row of samples at the limit with (almost) no
+///   queue (room; more when the round trips stray from their average by
+///   more than a sixteenth, which passes that test by chance) end the
+///   wait too, and lift a ceiling that deadline
+///   misses set in a queue (see "Overload" on [`Aimd`](super::Aimd)):
+///   after a long stay at a smaller backend's knee, whose small decreases
+///   keep the 20 round trips from passing, capacity that comes back is
+///   found in a few round trips.
 /// - **Decreases are proportional** (to the estimated served count plus
 ///   the middle of the band, measured at the sample's own in-flight count)
 ///   rather than `-log10 L` per sample: when the backend loses three quarters of its
@@ -353,7 +363,10 @@ impl LimitAlgorithm for Vegas {
         let limit = self.limit.unwrap_or_else(|| self.initial_limit() as f64);
 
         if sample.overload {
-            let next = self.overloads.overload(limit, BACKOFF, sample);
+            let tail = self.rtts.queue_tail(sample, |rtt, noload| {
+                limit * (1.0 - noload / rtt) > beta(limit)
+            });
+            let next = self.overloads.overload(limit, BACKOFF, sample, tail);
             let round = self.rtts.baseline();
             self.falls.fell(limit, next, sample.now, round);
             return self.apply(limit, next);
@@ -402,16 +415,22 @@ impl LimitAlgorithm for Vegas {
             return self.apply(limit, limit);
         }
         let queued = queue(limit, rtt.max(own));
+        let no_queue = queued <= limit / 16.0;
+        self.falls.reached(sample.now, !no_queue);
         if queued >= alpha(limit) {
             return self.apply(limit, limit);
         }
-        let ceiling = self.falls.slow_start_ceiling(sample.now, noload, limit);
-        let grown = if let Some(ceiling) = ceiling.filter(|_| queued <= limit / 16.0) {
+        let spread = self.rtts.spread();
+        let ceiling = self
+            .falls
+            .slow_start_ceiling(sample.now, noload, spread, limit);
+        let grown = if let Some(ceiling) = ceiling.filter(|_| no_queue) {
             slow_start(limit, self.slow_start, self.grew, sample).min(ceiling)
         } else {
             limit + rounds_since(self.grew, sample)
         };
-        let grown = self.overloads.cap(limit, grown, sample.now);
+        let room = self.falls.room(sample.now, noload, spread);
+        let grown = self.overloads.cap(limit, grown, sample.now, room);
         if grown > limit {
             self.grew = Some(sample.now);
         }
