@@ -11,9 +11,10 @@ const CALM_ROUNDS_AFTER_COLLAPSE: f64 = 8.0;
 /// ...or this many in a row whose samples, at the limit, all showed no
 /// queue, if the round trips are steady (see [`Falls::room`]).
 const ROOM_ROUNDS: f64 = 5.0;
-/// The margin of the test for no queue: within a sixteenth of the
-/// baseline.
-const NO_QUEUE_MARGIN: f64 = 1.0 / 16.0;
+/// The margin of the test for no queue (for a slow start, and room): a
+/// round trip within a sixteenth of the baseline ([`Gradient2`](super::Gradient2)),
+/// a queue of at most a sixteenth of the limit ([`Vegas`](super::Vegas)).
+pub(super) const NO_QUEUE_MARGIN: f64 = 1.0 / 16.0;
 /// A decrease is a collapse when it takes the limit below this share of
 /// where it was at most [`CALM_ROUNDS_AFTER_COLLAPSE`] round trips before.
 const COLLAPSE: f64 = 0.5;

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use super::aimd::{reached, rounds_since, slow_start, Overloads};
 use super::baseline::{probe_level, RttFilter, QUIET};
-use super::calm::Falls;
+use super::calm::{Falls, NO_QUEUE_MARGIN};
 use super::{check, LimitAlgorithm, Sample};
 
 /// The smallest gradient: a decrease keeps at least this share.
@@ -465,7 +465,7 @@ impl LimitAlgorithm for Gradient2 {
             return self.apply(limit, limit);
         }
         let slower = rtt.max(own);
-        let no_queue = slower <= baseline * (1.0 + 1.0 / 16.0);
+        let no_queue = slower <= baseline * (1.0 + NO_QUEUE_MARGIN);
         self.falls.reached(sample.now, !no_queue);
         let slower_gradient = gradient(slower);
         let target = limit * slower_gradient + queue;

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::aimd::{reached, rounds_since, slow_start, Overloads};
 use super::baseline::{probe_level, RttFilter, QUIET};
-use super::calm::Falls;
+use super::calm::{Falls, NO_QUEUE_MARGIN};
 use super::rng::XorShift;
 use super::{check, LimitAlgorithm, Sample};
 
@@ -415,7 +415,7 @@ impl LimitAlgorithm for Vegas {
             return self.apply(limit, limit);
         }
         let queued = queue(limit, rtt.max(own));
-        let no_queue = queued <= limit / 16.0;
+        let no_queue = queued <= limit * NO_QUEUE_MARGIN;
         self.falls.reached(sample.now, !no_queue);
         if queued >= alpha(limit) {
             return self.apply(limit, limit);
