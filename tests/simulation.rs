@@ -307,7 +307,7 @@ macro_rules! targets {
 // - capacity-step: `aimd`, `windowed_aimd` (a fixed back-off ratio takes
 //   seconds to follow the loss of three quarters of the workers: p99 7-11x
 //   the backend's), `gradient2` (per-sample decisions wander out of the
-//   band after the step on seed 2).
+//   band after the step on seeds 1 and 2).
 // - flash-crowd: `gradient2` (seed 1: out of the band late in the crowd),
 //   `windowed_aimd` (above the band during the crowd).
 // - knee: `windowed_aimd` (its window average reaches the timeout only
