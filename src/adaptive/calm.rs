@@ -42,12 +42,11 @@ const COLLAPSE: f64 = 0.5;
 /// the limit and showed no queue (more if the round trips are noisier than
 /// the test's margin, see [`room`](Falls::room)) are as good as the calm:
 /// near the knee a step or two of growth shows the queue again and breaks
-/// the run, so such
-/// a run says the backend takes several steps more than the limit (its
-/// capacity came back after a long stay at a lower one, whose small
-/// decreases at the knee would otherwise hold the slow start off for 20
-/// round trips from the last of them). After a collapse, room too takes
-/// the limit only back to where it was.
+/// the run, so such a run says the backend takes several steps more than
+/// the limit (its capacity came back after a long stay at a lower one,
+/// whose small decreases at the knee would otherwise hold the slow start
+/// off for 20 round trips from the last of them). After a collapse, room
+/// too takes the limit only back to where it was.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Falls {
     /// When the limit last fell.
