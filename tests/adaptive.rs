@@ -15,10 +15,13 @@ use tower_concurrency::adaptive::{LimitAlgorithm, Outcome, Sample};
 use tower_concurrency::http_limit::HttpLimitLayer;
 use tower_concurrency::{ConcurrencyLimitLayer, Limiter, Policy, Reason, Rejected};
 
-/// An algorithm that remembers every sample and answers a scripted limit.
+/// An algorithm that remembers every sample (and every success `served`
+/// to it, with the number of updates before it) and answers a scripted
+/// limit.
 #[derive(Clone)]
 struct Script {
     samples: Arc<Mutex<Vec<Sample>>>,
+    served: Arc<Mutex<Vec<(Sample, usize)>>>,
     answer: Arc<Mutex<usize>>,
 }
 
@@ -26,6 +29,7 @@ impl Script {
     fn new(initial: usize) -> Self {
         Self {
             samples: Arc::default(),
+            served: Arc::default(),
             answer: Arc::new(Mutex::new(initial)),
         }
     }
@@ -47,6 +51,11 @@ impl LimitAlgorithm for Script {
     fn update(&mut self, sample: &Sample) -> usize {
         self.samples.lock().unwrap().push(*sample);
         *self.answer.lock().unwrap()
+    }
+
+    fn served(&mut self, sample: &Sample) {
+        let updates = self.samples.lock().unwrap().len();
+        self.served.lock().unwrap().push((*sample, updates));
     }
 }
 
@@ -95,13 +104,23 @@ async fn errors_are_overload_cancellation_records_nothing_and_classifiers_decide
         .service(failing);
     assert!(svc.clone().oneshot(true).await.is_err());
     assert!(script.samples()[0].overload);
+    assert!(
+        script.served.lock().unwrap().is_empty(),
+        "an overload is not served"
+    );
+    svc.clone().oneshot(false).await.unwrap();
+    assert_eq!(
+        *script.served.lock().unwrap(),
+        [(script.samples()[1], 1)],
+        "a success is served once, just before its update"
+    );
 
     let cancelled =
         tokio::time::timeout(Duration::from_millis(5), svc.clone().oneshot(false)).await;
     assert!(cancelled.is_err());
     assert_eq!(
         script.samples().len(),
-        1,
+        2,
         "a cancelled request is no sample"
     );
     assert_eq!(limiter.in_flight(), 0);
@@ -116,8 +135,8 @@ async fn errors_are_overload_cancellation_records_nothing_and_classifiers_decide
     assert!(svc.clone().oneshot(true).await.is_err());
     svc.oneshot(false).await.unwrap();
     let samples = script.samples();
-    assert_eq!(samples.len(), 2, "the ignored error added nothing");
-    assert!(!samples[1].overload);
+    assert_eq!(samples.len(), 3, "the ignored error added nothing");
+    assert!(!samples[2].overload);
 }
 
 /// The policy middleware records samples too; its own refusals are not

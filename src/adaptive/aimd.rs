@@ -66,6 +66,17 @@ const BASELINE_ROUNDS: u32 = 1000;
 ///   *hold*: two feedback times at first, twice as long for each new
 ///   episode that starts within two holds of the previous one (overload
 ///   persists), up to 32 feedback times.
+/// - **What was served outweighs it**: if, since the overload before, the
+///   backend had served as many in flight as the episode's first overload
+///   was admitted with, in an answer that came back at least that
+///   overload's round trip before it (so before its request could have
+///   been lost), the episode is a stall or a burst of timeouts, not a
+///   limit: one decrease for the episode, and no ceiling. A black hole's
+///   losses are not outweighed: an answer with more in flight than the
+///   hole takes was served only because a lost request held a place, and
+///   that request's timeout comes back within its deadline. The algorithm
+///   learns each success through [`served`](LimitAlgorithm::served), which
+///   [`Windowed`](super::Windowed) passes on before averaging.
 /// - **Probing**: once the hold has passed, the cap rises by one, and then
 ///   by one every two feedback times (one for a request to be admitted at
 ///   the new limit, one for its answer), so that the next probe above the
@@ -279,6 +290,10 @@ impl LimitAlgorithm for Aimd {
         (self.initial as f64).clamp(lo, hi) as usize
     }
 
+    fn served(&mut self, sample: &Sample) {
+        self.overloads.served(sample);
+    }
+
     fn update(&mut self, sample: &Sample) -> usize {
         let limit = self.limit.unwrap_or_else(|| self.initial_limit() as f64);
         if sample.overload {
@@ -360,6 +375,57 @@ pub(super) struct Overloads {
     ceiling: Option<Ceiling>,
     /// Until when the cap may not rise.
     hold_until: Option<Instant>,
+    /// What the backend served since the last overload (see [`Served`]).
+    served: Served,
+    /// The most in flight the backend had served, for longer than the
+    /// first overload of the current episode took, when it came: this
+    /// episode's overloads at that many or fewer set no ceiling.
+    proven: usize,
+}
+
+/// The successes since the last overload, as `(finished, in flight)`, in
+/// the order they finished, each with more in flight than every one
+/// before it (a later success with as many or fewer adds nothing: the
+/// earlier one already shows that many served, and sooner). At most as
+/// many entries as the highest limit.
+#[derive(Debug, Clone, Default)]
+struct Served {
+    /// When the last overload came: a success admitted before it is left
+    /// out (it may have been served only because of what that overload's
+    /// request left free).
+    since: Option<Instant>,
+    rising: Vec<(Instant, usize)>,
+}
+
+impl Served {
+    /// A success.
+    fn success(&mut self, sample: &Sample) {
+        let admitted = sample.now.checked_sub(sample.rtt).unwrap_or(sample.now);
+        if self.since.is_some_and(|since| admitted < since) {
+            return;
+        }
+        if self
+            .rising
+            .last()
+            .is_none_or(|&(_, most)| sample.in_flight > most)
+        {
+            self.rising.push((sample.now, sample.in_flight));
+        }
+    }
+
+    /// An overload at `now`: the most in flight of a success that had
+    /// finished `rtt` (the overload's round trip) before it, then a fresh
+    /// start.
+    fn overload(&mut self, now: Instant, rtt: Duration) -> usize {
+        let by = now.checked_sub(rtt).unwrap_or(now);
+        let finished = self.rising.partition_point(|&(at, _)| at <= by);
+        let most = finished
+            .checked_sub(1)
+            .map_or(0, |last| self.rising[last].1);
+        self.rising.clear();
+        self.since = Some(now);
+        most
+    }
 }
 
 /// A cap on growth after overload.
@@ -410,7 +476,18 @@ impl Overloads {
         queue_tail: bool,
     ) -> f64 {
         let (new, floor) = self.episode(limit, sample);
+        let served = self.served.overload(sample.now, sample.rtt);
+        if new {
+            self.proven = served;
+        }
         let decreased = (limit * backoff).max(floor);
+        if sample.in_flight <= self.proven {
+            // The backend had served this many, for longer than the
+            // episode's first overload took, since the overload before: a
+            // stall, a burst of timeouts. One decrease for the episode, no
+            // ceiling.
+            return if new { decreased } else { limit };
+        }
         if (sample.in_flight as f64) * 2.0 < limit {
             // Admitted with less than half the limit in flight (after a
             // stall, say): a decrease, but no evidence of where the
@@ -433,6 +510,12 @@ impl Overloads {
         self.ceiling = Some(ceiling);
         self.hold_until = Some(sample.now + self.hold);
         decreased.min(ceiling.at)
+    }
+
+    /// A success: what the backend served, for the next overload to be
+    /// weighed against.
+    pub(super) fn served(&mut self, sample: &Sample) {
+        self.served.success(sample);
     }
 
     /// A success too slow to count as one (AIMD's timeout): one decrease
@@ -696,6 +779,72 @@ mod tests {
         let mut a = Aimd::new().initial(40);
         a.update(&c.over(0, 100, 30));
         assert!(!a.overloads.ceiling.unwrap().weak);
+    }
+
+    /// Feeds `sample` as the limiter does: a success is `served` first.
+    fn learn(a: &mut Aimd, sample: &Sample) -> usize {
+        if !sample.overload {
+            a.served(sample);
+        }
+        a.update(sample)
+    }
+
+    #[test]
+    fn timeouts_below_what_the_backend_served_are_one_decrease_and_no_ceiling() {
+        let c = Clock::new();
+        let mut a = Aimd::new().initial(18);
+        // A second of answers of 50 ms with all 18 in flight...
+        for at in (0..1_000).step_by(10) {
+            learn(&mut a, &c.ok(at, 50, 18));
+        }
+        let limit = a.limit.unwrap();
+        // ...then the backend stalls: four deadline misses (150 ms) of
+        // requests admitted with 14-18 in flight. The backend served 18
+        // for longer than a deadline: one decrease, and no ceiling.
+        for (i, in_flight) in [14, 15, 18, 16].into_iter().enumerate() {
+            learn(&mut a, &c.over(1_100 + i as u64, 150, in_flight));
+        }
+        assert!((a.limit.unwrap() - limit * 0.9).abs() < 1e-9);
+        assert!(a.overloads.ceiling.is_none());
+        // Growth resumes at once.
+        let grown = learn(&mut a, &c.ok(1_200, 50, 30));
+        assert_eq!(grown, (limit * 0.9 + 1.0) as usize);
+        // Overloads right after, with nothing served since for as long as
+        // they took (that answer came back 100 ms before, not 150): a
+        // ceiling.
+        learn(&mut a, &c.over(1_300, 150, 20));
+        assert_eq!(a.overloads.ceiling.unwrap().refused, 19.0);
+    }
+
+    #[test]
+    fn only_what_was_served_before_an_overload_and_since_the_last_weighs_against_it() {
+        let c = Clock::new();
+        // Answers with 8 in flight that came back within the deadline (500
+        // ms) of a timeout with 8 in flight: they may have been served
+        // only because that request was lost (a black hole), a ceiling.
+        let mut a = Aimd::new().initial(10);
+        for at in (0..1_000).step_by(10) {
+            learn(&mut a, &c.ok(at, 50, 5));
+        }
+        for at in (1_010..1_400).step_by(10) {
+            learn(&mut a, &c.ok(at, 50, 8));
+        }
+        learn(&mut a, &c.over(1_500, 500, 8));
+        assert_eq!(a.overloads.ceiling.unwrap().refused, 7.0);
+        // An answer admitted before an overload came back does not count
+        // against the next one, however long ago it came back: a ceiling.
+        let mut a = Aimd::new().initial(10);
+        learn(&mut a, &c.over(0, 5, 6));
+        learn(&mut a, &c.ok(40, 50, 9));
+        learn(&mut a, &c.over(2_000, 5, 9));
+        assert_eq!(a.overloads.ceiling.unwrap().refused, 8.0);
+        // Admitted after it, it does: one decrease, the ceiling as it was.
+        learn(&mut a, &c.ok(2_100, 50, 9));
+        let before = a.limit.unwrap();
+        learn(&mut a, &c.over(3_000, 5, 9));
+        learn(&mut a, &c.over(3_001, 5, 9));
+        assert!((a.limit.unwrap() - before * 0.9).abs() < 1e-9);
+        assert_eq!(a.overloads.ceiling.unwrap().refused, 8.0);
     }
 
     #[test]

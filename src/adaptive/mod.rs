@@ -134,6 +134,15 @@ pub trait LimitAlgorithm: Send + 'static {
         let _ = sample;
         None
     }
+
+    /// Learns from every success, one at a time, just before
+    /// [`update`](Self::update) learns from it ([`Windowed`] passes each
+    /// on at once, before averaging it into its window): what the backend
+    /// served, and when, for weighing the overloads that come later. By
+    /// default, nothing.
+    fn served(&mut self, sample: &Sample) {
+        let _ = sample;
+    }
 }
 
 impl<A: LimitAlgorithm + ?Sized> LimitAlgorithm for Box<A> {
@@ -147,6 +156,10 @@ impl<A: LimitAlgorithm + ?Sized> LimitAlgorithm for Box<A> {
 
     fn no_load(&mut self, sample: &Sample) -> Option<usize> {
         (**self).no_load(sample)
+    }
+
+    fn served(&mut self, sample: &Sample) {
+        (**self).served(sample);
     }
 }
 

@@ -359,6 +359,10 @@ impl LimitAlgorithm for Vegas {
         (self.initial as f64).clamp(lo, hi) as usize
     }
 
+    fn served(&mut self, sample: &Sample) {
+        self.overloads.served(sample);
+    }
+
     fn update(&mut self, sample: &Sample) -> usize {
         let limit = self.limit.unwrap_or_else(|| self.initial_limit() as f64);
 

@@ -266,6 +266,10 @@ impl<A: LimitAlgorithm> LimitAlgorithm for Windowed<A> {
         Some(limit)
     }
 
+    fn served(&mut self, sample: &Sample) {
+        self.inner.served(sample);
+    }
+
     fn update(&mut self, sample: &Sample) -> usize {
         if sample.overload {
             self.limit = self.inner.update(sample);
@@ -429,10 +433,12 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
-    /// Records what it is fed; answers 100 + the number of updates.
+    /// Records what it is fed (updates, and successes served apart);
+    /// answers 100 + the number of updates.
     #[derive(Debug, Default)]
     struct Recorder {
         seen: Vec<Sample>,
+        served: Vec<Sample>,
     }
 
     impl LimitAlgorithm for Recorder {
@@ -443,6 +449,10 @@ mod tests {
         fn update(&mut self, sample: &Sample) -> usize {
             self.seen.push(*sample);
             100 + self.seen.len()
+        }
+
+        fn served(&mut self, sample: &Sample) {
+            self.served.push(*sample);
         }
     }
 
@@ -677,6 +687,23 @@ mod tests {
                 now: start + 100 * MS,
             }
         );
+    }
+
+    #[test]
+    fn every_success_is_served_to_the_algorithm_as_it_came() {
+        let start = Instant::now();
+        let mut w = Windowed::new(Recorder::default());
+        let successes: Vec<Sample> = (0..3u32)
+            .map(|i| at(start, i * 20 * MS, (10 + i) * MS, 5 + i as usize))
+            .collect();
+        for s in &successes {
+            w.served(s);
+            w.update(s);
+        }
+        // Served one by one, with their own round trips and in-flight
+        // counts, while the window that averages them is still open.
+        assert_eq!(w.inner().served, successes);
+        assert!(w.inner().seen.is_empty());
     }
 
     #[test]

@@ -55,6 +55,9 @@ impl Control {
     /// limit is pinned; under the lock, so limits apply in sample order.
     pub(super) fn learn(&self, sample: &Sample, apply: impl FnOnce(usize)) {
         let mut state = self.state();
+        if !sample.overload {
+            state.algorithm.served(sample);
+        }
         state.learned = clamp(state.algorithm.update(sample));
         if !state.pinned {
             apply(state.learned);
