@@ -337,12 +337,21 @@ macro_rules! targets {
 //   `recommended` meets it on all 30 seeds since its steps near the knee
 //   are damped (on 13 before: growth through the noise took it to the
 //   band's upper edge).
-// - stall: `aimd`, `gradient2`. Since a collapse waits 8 calm round trips
-//   for a slow start instead of 20, the windowed Vegas and Gradient2 meet it
-//   on 13-14 of 30 seeds (8-9 before) and `recommended` on 9 (0 before
-//   that rule, 7 before the falls that follow a collapse were counted as
-//   part of it; seeds 1, 3 and 4 of 1-4, seed 2 0.86 of the best fixed
-//   goodput, target 0.9); `vegas` misses seed 2.
+// - stall: `vegas`, `gradient2`, `windowed_vegas`. Its deadline misses
+//   come with no more in flight than the backend had served for longer
+//   than a deadline, so they make one decrease and no ceiling (before,
+//   each made one, down to half, and a ceiling at their in-flight count,
+//   probed a step every 300 ms). Over seeds 1-30: `aimd` 21 -> 28, `vegas`
+//   22 -> 27, `gradient2` 20, `windowed_aimd` 5 -> 17, `windowed_vegas`
+//   13 -> 24, `windowed_gradient2` 14 -> 20, `recommended` 9 -> 19; no
+//   other count moved. Left out: `aimd` (seed 4: its sawtooth touches 23,
+//   past the band's upper edge of 22.5, 2.5 s after the stall; it did not
+//   on that seed before, and does on others), `recommended` (seeds 1 and
+//   3: back in the band 21.8 and 23 round trips after the stall, target
+//   20: the slow start that room to grow allows overshoots to 25-26 and
+//   comes back), `windowed_gradient2` (seed 1: 0.88 of the best fixed
+//   goodput and back in the band after 20.2 round trips; seed 3: just
+//   under 0.90).
 // - capacity-return: none (p99 3.7-10x the backend's during the drop);
 //   without that target, `recommended` (below).
 targets! {
@@ -362,7 +371,7 @@ targets! {
     large_64: Scenario::large(64) => [recommended];
     large_128: Scenario::large(128) => [recommended];
     small_slow: Scenario::small_slow() => [recommended];
-    stall: Scenario::stall() => [aimd, gradient2];
+    stall: Scenario::stall() => [vegas, gradient2, windowed_vegas];
 }
 
 /// capacity-return's settling targets: within 50 round trips of each
